@@ -1,0 +1,374 @@
+"""Typed, frozen experiment configuration. YAML is only a serialisation of these dataclasses.
+
+Loading YAML fails on unknown keys; command-line overrides use dotted keys (``train.lr=1e-3``)
+and are converted with the field's declared type (no ``eval``).
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from oodrec.errors import ConfigError
+
+SPLITS = ("val", "iid_test", "ood_test")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the interactions come from and how strictly they are read."""
+
+    dataset: str = "food"
+    """A registered dataset name (``oodrec datasets``) or a path to a directory in the same layout."""
+    data_dir: str | None = None
+    """Data directory; ``None`` means ``$OODREC_DATA``, else the user cache directory."""
+    on_bad_lines: Literal["error", "skip"] = "error"
+    """``error``: a malformed line raises; ``skip``: skipped, counted and reported."""
+    split_seed: int = 2025
+    """Seed for carving val / IID test out of train where a dataset ships only train + OOD test."""
+    verify_checksums: bool = True
+    """Check the shipped files' SHA-256 before loading."""
+
+    def __post_init__(self) -> None:
+        if self.on_bad_lines not in ("error", "skip"):
+            raise ConfigError(f"data.on_bad_lines must be 'error' or 'skip', got {self.on_bad_lines!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone hyperparameters (LightGCN)."""
+
+    name: str = "lightgcn"
+    """Registered model name."""
+    emb_dim: int = 64
+    """Embedding dimension d."""
+    num_layers: int = 2
+    """Number of propagation layers L (the CNSDiff code uses 2)."""
+    init: Literal["xavier_uniform", "xavier_normal", "normal"] = "xavier_uniform"
+    """Ego-embedding initialisation (``normal`` is N(0, 0.1^2))."""
+
+    def __post_init__(self) -> None:
+        if self.emb_dim <= 0 or self.num_layers < 0:
+            raise ConfigError(
+                f"model.emb_dim must be > 0 and model.num_layers >= 0, got {self.emb_dim}, "
+                f"{self.num_layers}"
+            )
+        if self.init not in ("xavier_uniform", "xavier_normal", "normal"):
+            raise ConfigError(f"model.init {self.init!r} is not one of xavier_uniform, xavier_normal, normal")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Which negative sampler, and its options (validated against the sampler's own config)."""
+
+    name: str = "rns"
+    """Registered sampler name (``oodrec train --help`` lists them)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Sampler-specific options; unknown keys fail when the sampler is built."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, early stopping and model selection."""
+
+    epochs: int = 120
+    """Maximum number of epochs."""
+    batch_size: int = 2048
+    """Training triplets per batch."""
+    lr: float = 0.01
+    """Adam learning rate of the backbone (CNSDiff trainer setting)."""
+    l2: float = 1e-4
+    """L2 coefficient on the batch's ego embeddings."""
+    l2_form: Literal["squared", "selfrec"] = "squared"
+    """``squared``: lambda/(2B)*sum ||e||^2 (spec 0.2); ``selfrec``: the CNSDiff code's form (D10)."""
+    drop_last: bool = False
+    """Drop the last partial batch of an epoch."""
+    patience: int = 10
+    """Stop after this many evaluations without improvement of the selection metric (0: never)."""
+    select_on: Literal["val", "iid_test", "ood_test"] = "val"
+    """Split used to pick the best epoch. Anything but ``val`` is labelled test-selected."""
+    select_metric: str = "ndcg@20"
+    """Metric used to pick the best epoch."""
+    select_rule: Literal["metric", "all_four"] = "metric"
+    """``all_four``: the CNSDiff code's rule (all of R@10, N@10, R@20, N@20 must not drop)."""
+    eval_every: int = 1
+    """Evaluate every this many epochs."""
+    device: str = "cpu"
+    """Torch device (``cpu``, ``cuda``, ``cuda:1``)."""
+    deterministic: bool = True
+    """Request deterministic kernels."""
+    threads: int = 0
+    """Torch intra-op threads; 0 keeps torch's default."""
+    fhn_batches: int = 2
+    """Fixed batches (1024 pairs each) on which negative diagnostics run every epoch; 0 disables."""
+    eval_all_splits: bool = True
+    """Evaluate val, IID test and OOD test every epoch (curves); False evaluates the test splits
+    only when the selection split improves (same reported figures, less time)."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
+            raise ConfigError(
+                f"train.epochs, train.batch_size and train.eval_every must be >= 1, got "
+                f"{self.epochs}, {self.batch_size}, {self.eval_every}"
+            )
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.select_on not in SPLITS:
+            raise ConfigError(f"train.select_on must be one of {SPLITS}, got {self.select_on!r}")
+        if self.l2_form not in ("squared", "selfrec"):
+            raise ConfigError(f"train.l2_form must be 'squared' or 'selfrec', got {self.l2_form!r}")
+        if self.select_rule not in ("metric", "all_four"):
+            raise ConfigError(f"train.select_rule must be 'metric' or 'all_four', got {self.select_rule!r}")
+
+    @property
+    def test_selected(self) -> bool:
+        """True when the best epoch is chosen on a test split (only for reproducing papers)."""
+        return self.select_on != "val"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Full-ranking evaluation."""
+
+    ks: tuple[int, ...] = (10, 20)
+    """Cut-offs K of Recall@K and NDCG@K."""
+    user_batch_size: int = 2048
+    """Users scored per batch."""
+
+    def __post_init__(self) -> None:
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"eval.ks must be non-empty positive integers, got {self.ks}")
+        object.__setattr__(self, "ks", tuple(sorted(set(int(k) for k in self.ks))))
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one training run needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 2025
+    """Run seed: initialisation, sampling, shuffling."""
+    out_dir: str = "runs"
+    """Parent directory of run directories."""
+    name: str | None = None
+    """Run directory name; ``None`` derives one from dataset, sampler and seed."""
+
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        ds = Path(self.data.dataset).name
+        return f"{ds}-{self.sampler.name}-seed{self.seed}"
+
+
+# --------------------------------------------------------------------------- (de)serialisation
+
+
+def to_dict(cfg: Any) -> Any:
+    """A plain (YAML-safe) dict of a dataclass tree."""
+    if is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in fields(cfg)}
+    if isinstance(cfg, tuple):
+        return [to_dict(x) for x in cfg]
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
+    return cfg
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def convert_value(value: Any, tp: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or a CLI string) to the declared type ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return convert_value(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: cannot convert {value!r} to {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return tuple(convert_value(v, args[0], key) for v in value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        try:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be an integer, got {value!r}") from None
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return str(value)
+    if is_dataclass(tp):
+        return from_dict(tp, value, prefix=key + ".")
+    return value
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, failing on unknown keys."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+            f"valid keys under {prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(known))}"
+        )
+    kwargs = {k: convert_value(v, hints[k], prefix + k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """Split ``key=value``."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value (e.g. train.lr=0.001)")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Apply dotted ``key=value`` overrides, converting with the declared field types.
+
+    ``sampler.<option>=value`` sets a sampler option (checked later against the sampler's config);
+    its value is parsed as YAML scalar (``0.1`` -> float, ``true`` -> bool).
+    """
+    for text in overrides:
+        key, raw = parse_override(text)
+        cfg = set_path(cfg, key, raw)
+    return cfg
+
+
+def set_path(cfg: Any, key: str, raw: Any) -> Any:
+    """Return a copy of ``cfg`` with the dotted ``key`` set from ``raw``."""
+    head, _, rest = key.partition(".")
+    if isinstance(cfg, SamplerConfig) and head not in ("name", "options"):
+        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        options = dict(cfg.options)
+        options[key] = value
+        return replace(cfg, options=options)
+    names = {f.name for f in fields(cfg)}
+    if head not in names:
+        raise ConfigError(f"unknown config key {key!r}; valid here: {', '.join(sorted(names))}")
+    hints = typing.get_type_hints(type(cfg))
+    current = getattr(cfg, head)
+    if rest:
+        if not is_dataclass(current):
+            raise ConfigError(f"config key {head!r} has no sub-keys (got {key!r})")
+        return replace(cfg, **{head: set_path(current, rest, raw)})
+    try:
+        return replace(cfg, **{head: convert_value(raw, hints[head], key)})
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def load_yaml(path: str | Path) -> ExperimentConfig:
+    """Load an ExperimentConfig from YAML; unknown keys raise ConfigError naming the file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    try:
+        return from_dict(ExperimentConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def dump_yaml(cfg: ExperimentConfig, path: str | Path) -> None:
+    """Write ``cfg`` as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def config_fields_doc(cls: type) -> dict[str, str]:
+    """Field name -> docstring (the string literal after the field), for ``--help`` output."""
+    import ast
+    import inspect
+
+    src = inspect.getsource(cls)
+    tree = ast.parse(src)
+    docs: dict[str, str] = {}
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    for prev, node in zip(body, body[1:]):
+        if (
+            isinstance(prev, ast.AnnAssign)
+            and isinstance(prev.target, ast.Name)
+            and isinstance(node, ast.Expr)
+            and isinstance(getattr(node, "value", None), ast.Constant)
+        ):
+            docs[prev.target.id] = str(node.value.value)
+    return docs
+
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "SamplerConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "SPLITS",
+    "to_dict",
+    "from_dict",
+    "apply_overrides",
+    "load_yaml",
+    "dump_yaml",
+    "config_fields_doc",
+]

@@ -1,0 +1,256 @@
+"""The in-memory dataset: train / val / IID test / OOD test interactions with their checks.
+
+Nothing is changed silently: every dropped or skipped interaction is counted in ``DataReport``,
+which goes into the run record.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from oodrec.config import SPLITS, DataConfig
+from oodrec.data.io import FileReport, read_interactions
+from oodrec.data.registry import DATASETS, DatasetSpec, resolve_data_dir, sha256_file
+from oodrec.errors import DataValidationError
+
+logger = logging.getLogger(__name__)
+
+# Filenames accepted for each role in a user-provided dataset directory, in order of preference.
+ROLE_FILES = {
+    "train": ("train.txt",),
+    "val": ("valid_iid.txt", "val.txt", "valid.txt"),
+    "iid_test": ("test_iid.txt",),
+    "ood_test": ("test_ood.txt",),
+}
+CARVE_FRACTIONS = (0.7, 0.1, 0.2)
+
+
+@dataclass
+class Interactions:
+    """Parallel user / item id tensors of one split.
+
+    Shapes:
+        users: [N] long; items: [N] long.
+    """
+
+    users: torch.Tensor
+    items: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.users.numel())
+
+    def keys(self, num_items: int) -> torch.Tensor:
+        """``user * num_items + item`` for each pair. Shape [N]."""
+        return self.users * num_items + self.items
+
+
+@dataclass
+class DataReport:
+    """Counts of everything loading did to the files (goes into the run record)."""
+
+    dataset: str
+    source: str
+    files: dict[str, FileReport] = field(default_factory=dict)
+    carved_from_train: bool = False
+    split_seed: int | None = None
+    dropped_unseen: dict[str, int] = field(default_factory=dict)
+    dropped_in_train: dict[str, int] = field(default_factory=dict)
+    dropped_in_val: dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    num_users: int = 0
+    num_items: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def notes(self) -> list[str]:
+        """Human-readable lines for every non-zero count."""
+        out = []
+        for role, rep in self.files.items():
+            if rep.skipped_bad_lines:
+                out.append(f"{role}: skipped {rep.skipped_bad_lines} malformed line(s)")
+            if rep.duplicates_removed:
+                out.append(f"{role}: removed {rep.duplicates_removed} duplicate pair(s)")
+        for name, label in (
+            ("dropped_unseen", "pair(s) with a user or item unseen in train dropped"),
+            ("dropped_in_train", "pair(s) also in train dropped (they are masked at ranking)"),
+            ("dropped_in_val", "pair(s) also in val dropped"),
+        ):
+            for split, n in getattr(self, name).items():
+                if n:
+                    out.append(f"{split}: {n} {label}")
+        if self.carved_from_train:
+            out.append(f"val / iid_test carved from train 7:1:2 with split_seed={self.split_seed}")
+        return out
+
+
+@dataclass
+class InteractionDataset:
+    """A dataset ready for training and evaluation.
+
+    Attributes:
+        name: dataset name.
+        num_users, num_items: sizes of the id spaces (from train).
+        splits: ``train``, ``val``, ``iid_test``, ``ood_test`` -> Interactions.
+        report: what loading did.
+    """
+
+    name: str
+    num_users: int
+    num_items: int
+    splits: dict[str, Interactions]
+    report: DataReport
+
+    @property
+    def train(self) -> Interactions:
+        return self.splits["train"]
+
+    def item_degree(self) -> torch.Tensor:
+        """Training popularity of every item. Shape [num_items]."""
+        return torch.bincount(self.train.items, minlength=self.num_items)
+
+    def user_degree(self) -> torch.Tensor:
+        """Training degree of every user. Shape [num_users]."""
+        return torch.bincount(self.train.users, minlength=self.num_users)
+
+    def train_keys_sorted(self) -> torch.Tensor:
+        """Sorted ``user * num_items + item`` keys of the training positives. Shape [N_train]."""
+        return torch.sort(self.train.keys(self.num_items)).values
+
+
+def _read_role(path: Path, role: str, cfg: DataConfig, report: DataReport) -> Interactions:
+    users, items, file_report = read_interactions(path, cfg.on_bad_lines)
+    report.files[role] = file_report
+    return Interactions(torch.from_numpy(users), torch.from_numpy(items))
+
+
+def _carve(train: Interactions, seed: int) -> tuple[Interactions, Interactions, Interactions]:
+    """Split the non-OOD interactions 7:1:2 into train / val / IID test, by ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    n = len(train)
+    perm = torch.randperm(n, generator=gen)
+    n_train = int(round(CARVE_FRACTIONS[0] * n))
+    n_val = int(round(CARVE_FRACTIONS[1] * n))
+    parts = (perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :])
+    return tuple(  # type: ignore[return-value]
+        Interactions(train.users[p.sort().values], train.items[p.sort().values]) for p in parts
+    )
+
+
+def _isin_sorted(keys: torch.Tensor, sorted_ref: torch.Tensor) -> torch.Tensor:
+    """Boolean mask: which ``keys`` occur in the sorted tensor ``sorted_ref``. Shape [N]."""
+    if sorted_ref.numel() == 0:
+        return torch.zeros_like(keys, dtype=torch.bool)
+    pos = torch.searchsorted(sorted_ref, keys).clamp_max(sorted_ref.numel() - 1)
+    return sorted_ref[pos] == keys
+
+
+def _locate(cfg: DataConfig) -> tuple[str, Path, DatasetSpec | None]:
+    spec = DATASETS.get(cfg.dataset)
+    if spec is not None:
+        return spec.name, resolve_data_dir(cfg.data_dir) / spec.name, spec
+    path = Path(cfg.dataset).expanduser()
+    if path.is_dir():
+        return path.name, path, None
+    names = ", ".join(sorted(DATASETS))
+    raise DataValidationError(
+        f"unknown dataset {cfg.dataset!r}: not a registered name ({names}) and not a directory"
+    )
+
+
+def load_dataset(cfg: DataConfig) -> InteractionDataset:
+    """Load, validate and (where needed) carve a dataset.
+
+    Rules: malformed lines raise (or are skipped and counted with ``on_bad_lines="skip"``);
+    duplicate pairs are removed and counted; val/test pairs whose user or item has no training
+    interaction are dropped and counted; val/test pairs that are also training pairs are dropped
+    and counted (they are masked at ranking and could never be hit); test pairs also in val are
+    dropped and counted.
+
+    Args:
+        cfg: the data config.
+
+    Returns:
+        The dataset with its report.
+
+    Raises:
+        DataValidationError: missing, unreadable, malformed or corrupt input.
+    """
+    name, folder, spec = _locate(cfg)
+    report = DataReport(dataset=name, source=str(folder))
+    files: dict[str, Path] = {}
+    if spec is not None:
+        if "train" in spec.missing_roles:
+            raise DataValidationError(f"dataset {name!r}: {spec.missing_note}")
+        for f in spec.files:
+            path = folder / f.filename
+            if not path.is_file():
+                raise DataValidationError(
+                    f"{path}: file not found (dataset {name!r}); run `oodrec download {name}` "
+                    f"or point --data-dir / OODREC_DATA at a directory holding {name}/"
+                )
+            if cfg.verify_checksums:
+                got = sha256_file(path)
+                if got != f.sha256:
+                    raise DataValidationError(
+                        f"{path}: checksum mismatch (expected sha256 {f.sha256}, got {got}); "
+                        f"re-download with `oodrec download {name} --force`, or pass "
+                        f"--no-verify to load a modified copy on purpose"
+                    )
+            files[f.role] = path
+    else:
+        for role, candidates in ROLE_FILES.items():
+            for cand in candidates:
+                if (folder / cand).is_file():
+                    files[role] = folder / cand
+                    break
+        for role in ("train", "ood_test"):
+            if role not in files:
+                raise DataValidationError(
+                    f"{folder}: no {' / '.join(ROLE_FILES[role])} file (needed for {role})"
+                )
+    parts = {role: _read_role(path, role, cfg, report) for role, path in files.items()}
+    if "val" not in parts or "iid_test" not in parts:
+        if "val" in parts or "iid_test" in parts:
+            raise DataValidationError(f"{folder}: has only one of the val / iid_test files")
+        parts["train"], parts["val"], parts["iid_test"] = _carve(parts["train"], cfg.split_seed)
+        report.carved_from_train = True
+        report.split_seed = cfg.split_seed
+    train = parts["train"]
+    num_users = int(train.users.max()) + 1
+    num_items = int(train.items.max()) + 1
+    user_deg = torch.bincount(train.users, minlength=num_users)
+    item_deg = torch.bincount(train.items, minlength=num_items)
+    train_keys = torch.sort(train.keys(num_items)).values
+    val_keys: torch.Tensor | None = None
+    for split in SPLITS:
+        inter = parts[split]
+        seen = (inter.users < num_users) & (inter.items < num_items)
+        seen &= user_deg[inter.users.clamp_max(num_users - 1)] > 0
+        seen &= item_deg[inter.items.clamp_max(num_items - 1)] > 0
+        report.dropped_unseen[split] = int((~seen).sum())
+        inter = Interactions(inter.users[seen], inter.items[seen])
+        keys = inter.keys(num_items)
+        in_train = _isin_sorted(keys, train_keys)
+        report.dropped_in_train[split] = int(in_train.sum())
+        keep = ~in_train
+        if split != "val" and val_keys is not None:
+            in_val = _isin_sorted(keys, val_keys) & keep
+            report.dropped_in_val[split] = int(in_val.sum())
+            keep &= ~in_val
+        inter = Interactions(inter.users[keep], inter.items[keep])
+        if len(inter) == 0:
+            raise DataValidationError(f"dataset {name!r}: split {split} is empty after checks")
+        parts[split] = inter
+        if split == "val":
+            val_keys = torch.sort(inter.keys(num_items)).values
+    report.num_users, report.num_items = num_users, num_items
+    report.sizes = {k: len(v) for k, v in parts.items()}
+    for note in report.notes():
+        logger.info("%s: %s", name, note)
+    return InteractionDataset(name, num_users, num_items, parts, report)

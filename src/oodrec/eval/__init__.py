@@ -1,0 +1,1 @@
+"""Full-ranking evaluation: one ranking core reused by every split, group and diagnostic."""

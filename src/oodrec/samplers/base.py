@@ -1,0 +1,203 @@
+"""The NegativeSampler interface, its result type and shared sampling helpers.
+
+A sampler implements one method, ``sample(batch, emb, gen) -> Negatives``. A sampler with
+trainable parts may also implement ``aux_loss`` (added to the training loss), ``param_groups``
+(optimiser groups for its own parameters) and ``start_epoch`` (curricula). The training loop
+knows nothing else about samplers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import typing
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from oodrec.config import convert_value
+from oodrec.errors import ConfigError
+from oodrec.models.base import Embeddings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TripletBatch:
+    """A batch of positive pairs.
+
+    Shapes:
+        users: [B] long; pos_items: [B] long (on the training device).
+    """
+
+    users: torch.Tensor
+    pos_items: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.users.numel())
+
+
+@dataclass
+class Negatives:
+    """Negatives for one batch.
+
+    Shapes:
+        emb: [B, D] (one negative per row) or [B, K, D] (K negatives per row), in the scoring
+            space (pooled embeddings). Gradients flow through it.
+        ids: [B] or [B, K] long when real items were chosen, else ``None`` (synthesised
+            negatives). The false-hard-negative diagnostics use it.
+        reg_ego: ego (layer-0) embeddings for the L2 term, same leading shape as ``emb``;
+            ``None`` means ``item_ego[ids]`` when ids are set, else no negative L2 term.
+        weights: [K] weights of the K per-row BPR terms (default: all 1, summed).
+    """
+
+    emb: torch.Tensor
+    ids: torch.Tensor | None = None
+    reg_ego: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SamplerContext:
+    """Static context every sampler may use.
+
+    Attributes:
+        num_users, num_items: id space sizes.
+        positives: index of the training positives (for rejection).
+        item_degree: training popularity per item. Shape [I].
+        num_epochs: planned number of epochs (curricula).
+        device: training device.
+    """
+
+    num_users: int
+    num_items: int
+    positives: PositiveIndex
+    item_degree: torch.Tensor
+    num_epochs: int
+    device: torch.device
+    emb_dim: int = 64
+
+
+class PositiveIndex:
+    """Membership test for training pairs via sorted ``user * I + item`` keys (binary search).
+
+    Args:
+        users, items: training pairs. Shape [N].
+        num_items: I.
+    """
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, num_items: int) -> None:
+        self.num_items = num_items
+        self.keys = torch.sort(users * num_items + items).values  # [N]
+
+    def to(self, device: torch.device | str) -> PositiveIndex:
+        self.keys = self.keys.to(device)
+        return self
+
+    def contains(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of the same shape as ``items``: is ``(user, item)`` a training pair?
+
+        Shapes:
+            users: [B] or broadcastable to items; items: [B] or [B, K].
+        """
+        if items.dim() > users.dim():
+            users = users.view(*users.shape, *([1] * (items.dim() - users.dim())))
+        keys = users * self.num_items + items
+        pos = torch.searchsorted(self.keys, keys).clamp_max(self.keys.numel() - 1)
+        return self.keys[pos] == keys
+
+
+def uniform_items(
+    users: torch.Tensor,
+    num_items: int,
+    gen: torch.Generator,
+    num: int | None = None,
+    positives: PositiveIndex | None = None,
+    max_rounds: int = 100,
+) -> torch.Tensor:
+    """Uniform item ids per user, redrawing only the ones that hit a training positive.
+
+    Args:
+        users: [B] user ids.
+        num_items: draw from ``0..num_items-1``.
+        gen: RNG (on the users' device).
+        num: ``None`` -> shape [B]; an int K -> shape [B, K].
+        positives: reject training positives when given.
+        max_rounds: cap on redraw rounds (a user who has every item cannot be served).
+
+    Returns:
+        Long tensor [B] or [B, K].
+    """
+    shape = (users.numel(),) if num is None else (users.numel(), num)
+    cand = torch.randint(num_items, shape, generator=gen, device=users.device)
+    if positives is None:
+        return cand
+    for _ in range(max_rounds):
+        bad = positives.contains(users, cand)
+        n_bad = int(bad.sum())
+        if n_bad == 0:
+            break
+        cand[bad] = torch.randint(num_items, (n_bad,), generator=gen, device=users.device)
+    else:
+        logger.warning("%d negatives still collide with positives after %d rounds", n_bad, max_rounds)
+    return cand
+
+
+class NegativeSampler(nn.Module):
+    """Base class of every negative sampler.
+
+    Subclasses declare an ``Options`` frozen dataclass (every field documented) and implement
+    ``sample``. They are built with ``from_options(ctx, options)``, which fails on unknown keys.
+    """
+
+    Options: ClassVar[type] = type(None)
+    paper: ClassVar[str] = ""
+
+    def __init__(self, ctx: SamplerContext) -> None:
+        super().__init__()
+        self.ctx = ctx
+
+    @classmethod
+    def from_options(cls, ctx: SamplerContext, options: dict[str, Any]) -> NegativeSampler:
+        """Build the sampler from a (possibly partial) options mapping."""
+        return cls(ctx, parse_options(cls.Options, options, cls.__name__))
+
+    def sample(self, batch: TripletBatch, emb: Embeddings, gen: torch.Generator) -> Negatives:
+        """Negatives for ``batch`` given the current embeddings."""
+        raise NotImplementedError
+
+    def aux_loss(
+        self, batch: TripletBatch, emb: Embeddings, gen: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """Extra, already weighted loss terms (name -> scalar). Called after ``sample``."""
+        return {}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups for the sampler's own trainable parts."""
+        return []
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called before each epoch (0-based)."""
+
+    def diagnostics(self) -> dict[str, float]:
+        """Sampler-specific per-epoch diagnostics (logged in the run's JSONL)."""
+        return {}
+
+
+def parse_options(options_cls: type, options: dict[str, Any], owner: str) -> Any:
+    """Build ``options_cls`` from a mapping with type conversion; unknown keys raise."""
+    if options_cls is type(None):
+        if options:
+            raise ConfigError(f"{owner} takes no options, got {sorted(options)}")
+        return None
+    known = {f.name: f for f in dataclasses.fields(options_cls)}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for {owner}; valid: {', '.join(sorted(known))}"
+        )
+    hints = typing.get_type_hints(options_cls)
+    kwargs = {k: convert_value(v, hints[k], f"sampler.{k}") for k, v in options.items()}
+    return options_cls(**kwargs)

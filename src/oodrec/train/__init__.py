@@ -1,0 +1,1 @@
+"""Training: losses, the sampler-agnostic loop, checkpoints and run directories."""
