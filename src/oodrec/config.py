@@ -24,7 +24,7 @@ class DataConfig:
     """Where the interactions come from and how strictly they are read."""
 
     dataset: str = "food"
-    """A registered dataset name (``oodrec datasets``) or a path to a directory in the same layout."""
+    """A registered dataset name (``oodrec datasets``) or a directory in the same layout."""
     data_dir: str | None = None
     """Data directory; ``None`` means ``$OODREC_DATA``, else the user cache directory."""
     on_bad_lines: Literal["error", "skip"] = "error"
@@ -36,7 +36,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.on_bad_lines not in ("error", "skip"):
-            raise ConfigError(f"data.on_bad_lines must be 'error' or 'skip', got {self.on_bad_lines!r}")
+            raise ConfigError(
+                f"data.on_bad_lines must be 'error' or 'skip', got {self.on_bad_lines!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,9 @@ class ModelConfig:
                 f"{self.num_layers}"
             )
         if self.init not in ("xavier_uniform", "xavier_normal", "normal"):
-            raise ConfigError(f"model.init {self.init!r} is not one of xavier_uniform, xavier_normal, normal")
+            raise ConfigError(
+                f"model.init {self.init!r} is not one of xavier_uniform, xavier_normal, normal"
+            )
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,7 @@ class TrainConfig:
     l2: float = 1e-4
     """L2 coefficient on the batch's ego embeddings."""
     l2_form: Literal["squared", "selfrec"] = "squared"
-    """``squared``: lambda/(2B)*sum ||e||^2 (spec 0.2); ``selfrec``: the CNSDiff code's form (D10)."""
+    """``squared``: lambda/(2B) sum ||e||^2 (spec 0.2); ``selfrec``: CNSDiff code's form (D10)."""
     drop_last: bool = False
     """Drop the last partial batch of an epoch."""
     patience: int = 10
@@ -123,7 +127,9 @@ class TrainConfig:
         if self.l2_form not in ("squared", "selfrec"):
             raise ConfigError(f"train.l2_form must be 'squared' or 'selfrec', got {self.l2_form!r}")
         if self.select_rule not in ("metric", "all_four"):
-            raise ConfigError(f"train.select_rule must be 'metric' or 'all_four', got {self.select_rule!r}")
+            raise ConfigError(
+                f"train.select_rule must be 'metric' or 'all_four', got {self.select_rule!r}"
+            )
 
     @property
     def test_selected(self) -> bool:
@@ -292,9 +298,10 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
     return cfg
 
 
-def set_path(cfg: Any, key: str, raw: Any) -> Any:
+def set_path(cfg: Any, key: str, raw: Any, prefix: str = "") -> Any:
     """Return a copy of ``cfg`` with the dotted ``key`` set from ``raw``."""
     head, _, rest = key.partition(".")
+    full = prefix + key
     if isinstance(cfg, SamplerConfig) and head not in ("name", "options"):
         value = yaml.safe_load(raw) if isinstance(raw, str) else raw
         options = dict(cfg.options)
@@ -302,19 +309,19 @@ def set_path(cfg: Any, key: str, raw: Any) -> Any:
         return replace(cfg, options=options)
     names = {f.name for f in fields(cfg)}
     if head not in names:
-        raise ConfigError(f"unknown config key {key!r}; valid here: {', '.join(sorted(names))}")
+        raise ConfigError(f"unknown config key {full!r}; valid here: {', '.join(sorted(names))}")
     hints = typing.get_type_hints(type(cfg))
     current = getattr(cfg, head)
     if rest:
         if not is_dataclass(current):
-            raise ConfigError(f"config key {head!r} has no sub-keys (got {key!r})")
-        return replace(cfg, **{head: set_path(current, rest, raw)})
+            raise ConfigError(f"config key {prefix + head!r} has no sub-keys (got {full!r})")
+        return replace(cfg, **{head: set_path(current, rest, raw, prefix + head + ".")})
     try:
-        return replace(cfg, **{head: convert_value(raw, hints[head], key)})
+        return replace(cfg, **{head: convert_value(raw, hints[head], full)})
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{key}: {exc}") from None
+        raise ConfigError(f"{full}: {exc}") from None
 
 
 def load_yaml(path: str | Path) -> ExperimentConfig:

@@ -40,7 +40,7 @@ def derive_seed(seed: int, stream: str, *parts: int) -> int:
 def make_generator(
     seed: int, stream: str, *parts: int, device: str | torch.device = "cpu"
 ) -> torch.Generator:
-    """A fresh ``torch.Generator`` on ``device`` seeded from ``derive_seed(seed, stream, *parts)``."""
+    """A fresh ``torch.Generator`` on ``device`` seeded by ``derive_seed(seed, stream, *parts)``."""
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(seed, stream, *parts))
     return gen

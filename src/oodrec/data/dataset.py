@@ -10,7 +10,6 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from oodrec.config import SPLITS, DataConfig

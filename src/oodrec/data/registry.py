@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DRGO = "https://raw.githubusercontent.com/user683/DRGO/cb213e73b209e16dabc8a9ced98c4f84ce57c9fc"
-DRGNN = (
-    "https://raw.githubusercontent.com/WANGBohaO-jpg/DR-GNN/cb895e320f241a00e3b10bac80f6602f23a53566"
-)
+DRGNN = "https://raw.githubusercontent.com/WANGBohaO-jpg/DR-GNN/cb895e320f241a00e3b10bac80f6602f23a53566"
 
 ROLES = ("train", "val", "iid_test", "ood_test")
 
@@ -70,18 +68,30 @@ DATASETS: dict[str, DatasetSpec] = {
         "food",
         "temporal",
         (
-            _f("train", "train.txt",
-               "6889b3c7ac2902c40f44a227f9cd9138ceaa777631930dfa9999812d9e9bfb75",
-               f"{DRGO}/data_for_SELFRec/food/train.txt"),
-            _f("val", "valid_iid.txt",
-               "35955c06fae57612490d7b69a4c7619e121873dd05a66985630e7c2ed3fe61c2",
-               f"{DRGO}/data_for_SELFRec/food/valid_iid.txt"),
-            _f("iid_test", "test_iid.txt",
-               "de93811d88ee7c48ac88dcd44b94be6c2832de1a788a2a087466f5bbcd044d3a",
-               f"{DRGO}/data_for_SELFRec/food/test_iid.txt"),
-            _f("ood_test", "test_ood.txt",
-               "bb529628d6837ce88a91daf1aaf45314fd153ffd583090d8e41cd7d7470550e1",
-               f"{DRGO}/data_for_SELFRec/food/test.txt"),
+            _f(
+                "train",
+                "train.txt",
+                "6889b3c7ac2902c40f44a227f9cd9138ceaa777631930dfa9999812d9e9bfb75",
+                f"{DRGO}/data_for_SELFRec/food/train.txt",
+            ),
+            _f(
+                "val",
+                "valid_iid.txt",
+                "35955c06fae57612490d7b69a4c7619e121873dd05a66985630e7c2ed3fe61c2",
+                f"{DRGO}/data_for_SELFRec/food/valid_iid.txt",
+            ),
+            _f(
+                "iid_test",
+                "test_iid.txt",
+                "de93811d88ee7c48ac88dcd44b94be6c2832de1a788a2a087466f5bbcd044d3a",
+                f"{DRGO}/data_for_SELFRec/food/test_iid.txt",
+            ),
+            _f(
+                "ood_test",
+                "test_ood.txt",
+                "bb529628d6837ce88a91daf1aaf45314fd153ffd583090d8e41cd7d7470550e1",
+                f"{DRGO}/data_for_SELFRec/food/test.txt",
+            ),
         ),
         "Food.com, temporal shift (DRGO split of the CNSDiff authors)",
     ),
@@ -89,18 +99,30 @@ DATASETS: dict[str, DatasetSpec] = {
         "yelp2018",
         "popularity",
         (
-            _f("train", "train.txt",
-               "c60a46d7e9ff98d8480531fbba38d054ebb3758b5c9964d94992d5abe10d81a9",
-               f"{DRGO}/data_for_SELFRec/yelp2018/train.txt"),
-            _f("val", "valid_iid.txt",
-               "ff35042dcae460a7539d6480c2e86d8e51072113988b7806438c2c013a28feea",
-               f"{DRGO}/data_for_SELFRec/yelp2018/valid_iid.txt"),
-            _f("iid_test", "test_iid.txt",
-               "3e98eab701e87e4d54ecaedc8a02fc90c5adbfe71fbcdd1247ef59e113920d07",
-               f"{DRGO}/data_for_SELFRec/yelp2018/test_iid.txt"),
-            _f("ood_test", "test_ood.txt",
-               "438d4b3577564b4f17128f22ed965e8f1f867410e320f90bbeb6b86d51a93618",
-               f"{DRGO}/data_for_SELFRec/yelp2018/test.txt"),
+            _f(
+                "train",
+                "train.txt",
+                "c60a46d7e9ff98d8480531fbba38d054ebb3758b5c9964d94992d5abe10d81a9",
+                f"{DRGO}/data_for_SELFRec/yelp2018/train.txt",
+            ),
+            _f(
+                "val",
+                "valid_iid.txt",
+                "ff35042dcae460a7539d6480c2e86d8e51072113988b7806438c2c013a28feea",
+                f"{DRGO}/data_for_SELFRec/yelp2018/valid_iid.txt",
+            ),
+            _f(
+                "iid_test",
+                "test_iid.txt",
+                "3e98eab701e87e4d54ecaedc8a02fc90c5adbfe71fbcdd1247ef59e113920d07",
+                f"{DRGO}/data_for_SELFRec/yelp2018/test_iid.txt",
+            ),
+            _f(
+                "ood_test",
+                "test_ood.txt",
+                "438d4b3577564b4f17128f22ed965e8f1f867410e320f90bbeb6b86d51a93618",
+                f"{DRGO}/data_for_SELFRec/yelp2018/test.txt",
+            ),
         ),
         "Yelp2018, popularity shift (DRGO); train.txt has 2 malformed lines at its top",
     ),
@@ -108,12 +130,18 @@ DATASETS: dict[str, DatasetSpec] = {
         "kuairec",
         "exposure",
         (
-            _f("iid_test", "test_iid.txt",
-               "c291bdda8c9b9f6f6ed5c8b9229e75babea2a388f5fe6f7089564558d08cf8b8",
-               f"{DRGO}/data_for_SELFRec/kuaiRec/test_iid.txt"),
-            _f("ood_test", "test_ood.txt",
-               "9b84b51b426348276f204a681b6be6368b18ab8f84590f48c72ee4804a8c78fa",
-               f"{DRGO}/data_for_SELFRec/kuaiRec/test_ood.txt"),
+            _f(
+                "iid_test",
+                "test_iid.txt",
+                "c291bdda8c9b9f6f6ed5c8b9229e75babea2a388f5fe6f7089564558d08cf8b8",
+                f"{DRGO}/data_for_SELFRec/kuaiRec/test_iid.txt",
+            ),
+            _f(
+                "ood_test",
+                "test_ood.txt",
+                "9b84b51b426348276f204a681b6be6368b18ab8f84590f48c72ee4804a8c78fa",
+                f"{DRGO}/data_for_SELFRec/kuaiRec/test_ood.txt",
+            ),
         ),
         "KuaiRec, exposure shift (DRGO); only the two test files are public",
         missing_roles=("train", "val"),
@@ -127,12 +155,18 @@ DATASETS: dict[str, DatasetSpec] = {
         "food_drgnn",
         "temporal",
         (
-            _f("train", "train.txt",
-               "41b8f27dd9d259105e256942e0c45f74ed62e9f3d9b82f537d556e3bc36b692a",
-               f"{DRGNN}/OOD_data/temporal_shift/Food/train.txt"),
-            _f("ood_test", "test_ood.txt",
-               "7ca5dcf2db51f608337187a02bb068d8c3279a2ecde5f320189648fd90ff7abe",
-               f"{DRGNN}/OOD_data/temporal_shift/Food/test.txt"),
+            _f(
+                "train",
+                "train.txt",
+                "41b8f27dd9d259105e256942e0c45f74ed62e9f3d9b82f537d556e3bc36b692a",
+                f"{DRGNN}/OOD_data/temporal_shift/Food/train.txt",
+            ),
+            _f(
+                "ood_test",
+                "test_ood.txt",
+                "7ca5dcf2db51f608337187a02bb068d8c3279a2ecde5f320189648fd90ff7abe",
+                f"{DRGNN}/OOD_data/temporal_shift/Food/test.txt",
+            ),
         ),
         "Food.com, temporal shift (DR-GNN split); val / IID test carved from train",
     ),
@@ -140,12 +174,18 @@ DATASETS: dict[str, DatasetSpec] = {
         "coat",
         "exposure",
         (
-            _f("train", "train.txt",
-               "3a0ab1c4ba7d1e66cfcb06a44c348331b49e92e4f46b18acfd0fb64881d76159",
-               f"{DRGNN}/OOD_data/exposure_shift/coat/train.txt"),
-            _f("ood_test", "test_ood.txt",
-               "28e6eacf2a56c068f3d51d0bb48069cd73d442bc237af69d2b0ee9e81bcb2fcb",
-               f"{DRGNN}/OOD_data/exposure_shift/coat/test.txt"),
+            _f(
+                "train",
+                "train.txt",
+                "3a0ab1c4ba7d1e66cfcb06a44c348331b49e92e4f46b18acfd0fb64881d76159",
+                f"{DRGNN}/OOD_data/exposure_shift/coat/train.txt",
+            ),
+            _f(
+                "ood_test",
+                "test_ood.txt",
+                "28e6eacf2a56c068f3d51d0bb48069cd73d442bc237af69d2b0ee9e81bcb2fcb",
+                f"{DRGNN}/OOD_data/exposure_shift/coat/test.txt",
+            ),
         ),
         "Coat, exposure shift (DR-GNN); 91 test pairs also in train; val / IID test carved",
     ),
@@ -153,12 +193,18 @@ DATASETS: dict[str, DatasetSpec] = {
         "yahoo_r3",
         "exposure",
         (
-            _f("train", "train.txt",
-               "ac0a159a20783a402cc6163770d9a768f4c8a8227fdb0e425acf16e1774b06a1",
-               f"{DRGNN}/OOD_data/exposure_shift/yahoo/train.txt"),
-            _f("ood_test", "test_ood.txt",
-               "786ffcb36d54174fd7574796f75fc85724bd5500a41995e76ccd47a276147986",
-               f"{DRGNN}/OOD_data/exposure_shift/yahoo/test.txt"),
+            _f(
+                "train",
+                "train.txt",
+                "ac0a159a20783a402cc6163770d9a768f4c8a8227fdb0e425acf16e1774b06a1",
+                f"{DRGNN}/OOD_data/exposure_shift/yahoo/train.txt",
+            ),
+            _f(
+                "ood_test",
+                "test_ood.txt",
+                "786ffcb36d54174fd7574796f75fc85724bd5500a41995e76ccd47a276147986",
+                f"{DRGNN}/OOD_data/exposure_shift/yahoo/test.txt",
+            ),
         ),
         "Yahoo! R3, exposure shift (DR-GNN); val / IID test carved from train",
     ),
@@ -213,6 +259,8 @@ def dataset_status(spec: DatasetSpec, data_dir: Path, verify: bool = True) -> Da
         return DatasetStatus(spec.name, "incomplete", "missing: " + ", ".join(missing))
     if spec.missing_roles:
         return DatasetStatus(
-            spec.name, "incomplete", f"no {'/'.join(spec.missing_roles)} published: {spec.missing_note}"
+            spec.name,
+            "incomplete",
+            f"no {'/'.join(spec.missing_roles)} published: {spec.missing_note}",
         )
     return DatasetStatus(spec.name, "present", str(folder))

@@ -52,9 +52,7 @@ class Evaluator:
             "iid_test": [self.csr["train"], self.csr["val"]],
             "ood_test": [self.csr["train"], self.csr["val"]],
         }
-        self.eval_users = {
-            s: torch.nonzero(self.csr[s].counts() > 0).squeeze(1) for s in SPLITS
-        }
+        self.eval_users = {s: torch.nonzero(self.csr[s].counts() > 0).squeeze(1) for s in SPLITS}
 
     @torch.no_grad()
     def evaluate(

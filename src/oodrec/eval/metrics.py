@@ -14,7 +14,9 @@ def _discounts(k: int, device: torch.device) -> torch.Tensor:
     return 1.0 / torch.log2(torch.arange(2, k + 2, dtype=torch.float64, device=device))
 
 
-def recall_at_k(hits: torch.Tensor, num_pos: torch.Tensor, ks: tuple[int, ...]) -> dict[int, torch.Tensor]:
+def recall_at_k(
+    hits: torch.Tensor, num_pos: torch.Tensor, ks: tuple[int, ...]
+) -> dict[int, torch.Tensor]:
     """Per-user Recall@K.
 
     Shapes:
@@ -27,7 +29,9 @@ def recall_at_k(hits: torch.Tensor, num_pos: torch.Tensor, ks: tuple[int, ...]) 
     return {k: cum[:, min(k, hits.shape[1]) - 1] / denom for k in ks}
 
 
-def ndcg_at_k(hits: torch.Tensor, num_pos: torch.Tensor, ks: tuple[int, ...]) -> dict[int, torch.Tensor]:
+def ndcg_at_k(
+    hits: torch.Tensor, num_pos: torch.Tensor, ks: tuple[int, ...]
+) -> dict[int, torch.Tensor]:
     """Per-user NDCG@K with binary gains.
 
     Shapes:
@@ -36,7 +40,9 @@ def ndcg_at_k(hits: torch.Tensor, num_pos: torch.Tensor, ks: tuple[int, ...]) ->
     k_max = hits.shape[1]
     disc = _discounts(k_max, hits.device)  # [K_max]
     dcg = (hits.to(torch.float64) * disc).cumsum(1)  # [B, K_max]
-    idcg_table = torch.cat([torch.zeros(1, dtype=torch.float64, device=hits.device), disc.cumsum(0)])
+    idcg_table = torch.cat(
+        [torch.zeros(1, dtype=torch.float64, device=hits.device), disc.cumsum(0)]
+    )
     out = {}
     for k in ks:
         kk = min(k, k_max)

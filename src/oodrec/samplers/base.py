@@ -141,7 +141,9 @@ def uniform_items(
             break
         cand[bad] = torch.randint(num_items, (n_bad,), generator=gen, device=users.device)
     else:
-        logger.warning("%d negatives still collide with positives after %d rounds", n_bad, max_rounds)
+        logger.warning(
+            "%d negatives still collide with positives after %d rounds", n_bad, max_rounds
+        )
     return cand
 
 

@@ -8,8 +8,8 @@ import torch
 
 from oodrec.models.base import Embeddings
 from oodrec.samplers.base import (
-    NegativeSampler,
     Negatives,
+    NegativeSampler,
     SamplerContext,
     TripletBatch,
     uniform_items,

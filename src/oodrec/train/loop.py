@@ -23,7 +23,13 @@ from oodrec.eval.ranking import CSR
 from oodrec.models.base import Recommender
 from oodrec.models.lightgcn import LightGCN
 from oodrec.registry import Registry
-from oodrec.samplers import NegativeSampler, PositiveIndex, SamplerContext, TripletBatch, build_sampler
+from oodrec.samplers import (
+    NegativeSampler,
+    PositiveIndex,
+    SamplerContext,
+    TripletBatch,
+    build_sampler,
+)
 from oodrec.seeding import derive_seed, make_generator, seed_everything
 from oodrec.train.losses import bpr_loss, l2_loss
 from oodrec.train.runs import RunDir, atomic_save, load_checkpoint
@@ -56,7 +62,9 @@ class TrainResult:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def build_model(cfg: ExperimentConfig, dataset: InteractionDataset, device: torch.device) -> Recommender:
+def build_model(
+    cfg: ExperimentConfig, dataset: InteractionDataset, device: torch.device
+) -> Recommender:
     """The backbone, initialised from the run seed's ``init`` stream."""
     MODELS.get(cfg.model.name)
     adj = normalized_adjacency(
@@ -75,11 +83,15 @@ def build_model(cfg: ExperimentConfig, dataset: InteractionDataset, device: torc
     return model.to(device)
 
 
-def sampler_context(cfg: ExperimentConfig, dataset: InteractionDataset, device: torch.device) -> SamplerContext:
+def sampler_context(
+    cfg: ExperimentConfig, dataset: InteractionDataset, device: torch.device
+) -> SamplerContext:
     return SamplerContext(
         num_users=dataset.num_users,
         num_items=dataset.num_items,
-        positives=PositiveIndex(dataset.train.users, dataset.train.items, dataset.num_items).to(device),
+        positives=PositiveIndex(dataset.train.users, dataset.train.items, dataset.num_items).to(
+            device
+        ),
         item_degree=dataset.item_degree().to(device),
         num_epochs=cfg.train.epochs,
         device=device,
@@ -117,7 +129,11 @@ class Selector:
         return {"best": self.best, "best_epoch": self.best_epoch, "bad_evals": self.bad_evals}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.best_epoch, self.bad_evals = state["best"], state["best_epoch"], state["bad_evals"]
+        self.best, self.best_epoch, self.bad_evals = (
+            state["best"],
+            state["best_epoch"],
+            state["bad_evals"],
+        )
 
 
 def git_hash() -> str | None:
@@ -172,7 +188,9 @@ class Trainer:
         self.train_items = dataset.train.items.to(self.device)
         held = [dataset.splits[s] for s in SPLITS]
         self.held_out = CSR(
-            torch.cat([h.users for h in held]), torch.cat([h.items for h in held]), dataset.num_users
+            torch.cat([h.users for h in held]),
+            torch.cat([h.items for h in held]),
+            dataset.num_users,
         ).to(self.device)
         self.diag_idx = self._diagnostic_pairs()
         self.history: list[dict[str, Any]] = []
@@ -334,8 +352,11 @@ class Trainer:
                     self.best_eval = res
                     if self.run_dir is not None:
                         atomic_save(
-                            {"epoch": epoch, "model": self.model.state_dict(),
-                             "sampler": self.sampler.state_dict()},
+                            {
+                                "epoch": epoch,
+                                "model": self.model.state_dict(),
+                                "sampler": self.sampler.state_dict(),
+                            },
                             self.run_dir.best_ckpt,
                         )
                 if tcfg.patience and self.selector.bad_evals >= tcfg.patience:
@@ -348,7 +369,9 @@ class Trainer:
                 self.run_dir.append_epoch(row)
             if bar is not None:
                 sel = f"{tcfg.select_on}/{tcfg.select_metric}"
-                bar.set_postfix(loss=f"{row['loss']:.4f}", **({sel: f"{row[sel]:.4f}"} if sel in row else {}))
+                bar.set_postfix(
+                    loss=f"{row['loss']:.4f}", **({sel: f"{row[sel]:.4f}"} if sel in row else {})
+                )
                 bar.update(1)
             epoch += 1
         if bar is not None:
@@ -374,8 +397,10 @@ class Trainer:
         tcfg = self.cfg.train
         secs = [r["epoch_seconds"] for r in self.history if "epoch_seconds" in r]
         evals = [r["eval_seconds"] for r in self.history if "eval_seconds" in r]
-        label = "selected on val" if not tcfg.test_selected else (
-            f"TEST-SELECTED on {tcfg.select_on} (reproduction only; not an honest estimate)"
+        label = (
+            "selected on val"
+            if not tcfg.test_selected
+            else (f"TEST-SELECTED on {tcfg.select_on} (reproduction only; not an honest estimate)")
         )
         return {
             "config": to_dict(self.cfg),

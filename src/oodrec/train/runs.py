@@ -74,7 +74,7 @@ class RunDir:
         if not self.epochs_path.is_file():
             return []
         rows = []
-        for i, line in enumerate(self.epochs_path.read_text().splitlines(), 1):
+        for line in self.epochs_path.read_text().splitlines():
             if not line.strip():
                 continue
             try:
