@@ -349,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("samplers", help="list negative samplers and their options")
     p.set_defaults(func=cmd_samplers)
+
+    from oodrec.cli_data import add_data_commands
+
+    add_data_commands(sub)
     return parser
 
 

@@ -23,8 +23,9 @@ SPLITS = ("val", "iid_test", "ood_test")
 class DataConfig:
     """Where the interactions come from and how strictly they are read."""
 
-    dataset: str = "food"
-    """A registered dataset name (``oodrec datasets``) or a directory in the same layout."""
+    dataset: str = "synthetic"
+    """A registered dataset name (``oodrec datasets``), ``synthetic`` (the built-in simulator with
+    known true preferences) or a directory in the same layout."""
     data_dir: str | None = None
     """Data directory; ``None`` means ``$OODREC_DATA``, else the user cache directory."""
     on_bad_lines: Literal["error", "skip"] = "error"
@@ -33,6 +34,9 @@ class DataConfig:
     """Seed for carving val / IID test out of train where a dataset ships only train + OOD test."""
     verify_checksums: bool = True
     """Check the shipped files' SHA-256 before loading."""
+    synthetic: dict[str, Any] = field(default_factory=dict)
+    """Simulator options for ``dataset=synthetic`` (fields of ``data.synthetic.SyntheticConfig``,
+    e.g. ``data.synthetic.exposure_bias=2``)."""
 
     def __post_init__(self) -> None:
         if self.on_bad_lines not in ("error", "skip"):
@@ -307,6 +311,9 @@ def set_path(cfg: Any, key: str, raw: Any, prefix: str = "") -> Any:
         options = dict(cfg.options)
         options[key] = value
         return replace(cfg, options=options)
+    if isinstance(cfg, DataConfig) and head == "synthetic" and rest:
+        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        return replace(cfg, synthetic={**cfg.synthetic, rest: value})
     names = {f.name for f in fields(cfg)}
     if head not in names:
         raise ConfigError(f"unknown config key {full!r}; valid here: {', '.join(sorted(names))}")

@@ -44,3 +44,21 @@ def make_generator(
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(seed, stream, *parts))
     return gen
+
+
+def beta_sample(
+    a: float, b: float, n: int, gen: torch.Generator, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """``n`` draws from Beta(a, b) driven by ``gen``.
+
+    ``torch.distributions.Beta`` only uses the global RNG, so the draw runs under a forked RNG
+    seeded from ``gen``: reproducible and with no effect on the global state.
+    """
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        dist = torch.distributions.Beta(
+            torch.tensor(float(a), device=device), torch.tensor(float(b), device=device)
+        )
+        return dist.sample((n,))

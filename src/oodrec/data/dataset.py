@@ -104,6 +104,8 @@ class InteractionDataset:
     num_items: int
     splits: dict[str, Interactions]
     report: DataReport
+    relevance: torch.Tensor | None = None
+    """Ground-truth relevance [U, I] (bool) where known (the simulator), else None."""
 
     @property
     def train(self) -> Interactions:
@@ -156,7 +158,7 @@ def _locate(cfg: DataConfig) -> tuple[str, Path, DatasetSpec | None]:
     path = Path(cfg.dataset).expanduser()
     if path.is_dir():
         return path.name, path, None
-    names = ", ".join(sorted(DATASETS))
+    names = ", ".join(sorted([*DATASETS, "synthetic"]))
     raise DataValidationError(
         f"unknown dataset {cfg.dataset!r}: not a registered name ({names}) and not a directory"
     )
@@ -180,6 +182,14 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
     Raises:
         DataValidationError: missing, unreadable, malformed or corrupt input.
     """
+    if cfg.dataset == "synthetic":
+        from oodrec.data.synthetic import SyntheticConfig, load_synthetic
+        from oodrec.samplers.base import parse_options
+
+        sim_cfg = parse_options(SyntheticConfig, dict(cfg.synthetic), "data.synthetic")
+        dataset, relevance = load_synthetic(sim_cfg)
+        dataset.relevance = relevance
+        return dataset
     name, folder, spec = _locate(cfg)
     report = DataReport(dataset=name, source=str(folder))
     files: dict[str, Path] = {}

@@ -48,3 +48,22 @@ def negative_diagnostics(
         "item_norm": float(item_emb.norm(dim=-1).mean()),
         "hardness": float((s_neg - s_pos.unsqueeze(1)).mean()),
     }
+
+
+def true_fhn(users: torch.Tensor, negs, item_emb: torch.Tensor, relevance: torch.Tensor) -> float:
+    """Share of negatives the user truly likes (simulator ground truth).
+
+    Real negatives (``negs.ids`` set) are looked up directly; synthesised negatives are mapped
+    to their nearest real item by cosine similarity first.
+
+    Shapes:
+        users: [B]; negs.emb [B, D] or [B, K, D]; item_emb [I, D]; relevance [U, I] bool.
+    """
+    ids = negs.ids
+    if ids is None:
+        emb = negs.emb if negs.emb.dim() == 3 else negs.emb.unsqueeze(1)  # [B, K, D]
+        cos = torch.einsum("bkd,id->bki", F.normalize(emb, dim=-1), F.normalize(item_emb, dim=-1))
+        ids = cos.argmax(-1)  # [B, K]
+    if ids.dim() == 1:
+        ids = ids.unsqueeze(1)
+    return float(relevance[users.unsqueeze(1), ids].float().mean())

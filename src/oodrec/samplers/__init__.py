@@ -5,17 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from oodrec.registry import Registry
+from oodrec.samplers.ahns import AHNSSampler
 from oodrec.samplers.base import (
-    NegativeSampler,
     Negatives,
+    NegativeSampler,
     PositiveIndex,
     SamplerContext,
     TripletBatch,
 )
+from oodrec.samplers.cnsdiff import CNSDiffSampler
+from oodrec.samplers.dns import DNSSampler
+from oodrec.samplers.mixgcf import MixGCFSampler
+from oodrec.samplers.popularity import PopularitySampler
 from oodrec.samplers.uniform import UniformSampler
 
 SAMPLERS: Registry[type[NegativeSampler]] = Registry("sampler")
 SAMPLERS.register("rns", UniformSampler)
+SAMPLERS.register("dns", DNSSampler)
+SAMPLERS.register("mixgcf", MixGCFSampler)
+SAMPLERS.register("ahns", AHNSSampler)
+SAMPLERS.register("pns", PopularitySampler)
+SAMPLERS.register("cnsdiff", CNSDiffSampler)
 
 
 def build_sampler(name: str, ctx: SamplerContext, options: dict[str, Any]) -> NegativeSampler:

@@ -78,6 +78,10 @@ class SamplerContext:
     num_epochs: int
     device: torch.device
     emb_dim: int = 64
+    dataset: str = ""
+    """Dataset name (samplers may pick per-dataset presets)."""
+    seed: int = 0
+    """Run seed (samplers derive initialisation generators from it)."""
 
 
 class PositiveIndex:
@@ -134,15 +138,19 @@ def uniform_items(
     cand = torch.randint(num_items, shape, generator=gen, device=users.device)
     if positives is None:
         return cand
+    # Re-check only the entries redrawn in the previous round.
+    flat = cand.view(-1)
+    row_users = users if num is None else users.repeat_interleave(num)
+    bad = torch.nonzero(positives.contains(users, cand).view(-1)).squeeze(1)
     for _ in range(max_rounds):
-        bad = positives.contains(users, cand)
-        n_bad = int(bad.sum())
-        if n_bad == 0:
+        if bad.numel() == 0:
             break
-        cand[bad] = torch.randint(num_items, (n_bad,), generator=gen, device=users.device)
+        new = torch.randint(num_items, (bad.numel(),), generator=gen, device=users.device)
+        flat[bad] = new
+        bad = bad[positives.contains(row_users[bad], new)]
     else:
         logger.warning(
-            "%d negatives still collide with positives after %d rounds", n_bad, max_rounds
+            "%d negatives still collide with positives after %d rounds", bad.numel(), max_rounds
         )
     return cand
 

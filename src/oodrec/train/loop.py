@@ -18,7 +18,7 @@ from oodrec.config import SPLITS, ExperimentConfig, to_dict
 from oodrec.data.dataset import InteractionDataset
 from oodrec.data.graph import normalized_adjacency
 from oodrec.eval.evaluate import Evaluator, SplitResult
-from oodrec.eval.fhn import negative_diagnostics
+from oodrec.eval.fhn import negative_diagnostics, true_fhn
 from oodrec.eval.ranking import CSR
 from oodrec.models.base import Recommender
 from oodrec.models.lightgcn import LightGCN
@@ -96,6 +96,8 @@ def sampler_context(
         num_epochs=cfg.train.epochs,
         device=device,
         emb_dim=cfg.model.emb_dim,
+        dataset=dataset.name,
+        seed=cfg.seed,
     )
 
 
@@ -259,21 +261,26 @@ class Trainer:
 
     @torch.no_grad()
     def _diagnostics(self, epoch: int) -> dict[str, float]:
+        # The sampler's own statistics cover the training batches only: read them first.
+        sampler_stats = self.sampler.diagnostics()
         if self.diag_idx.numel() == 0:
-            return {}
+            return sampler_stats
         emb = self.model.propagate()
         gen = make_generator(self.cfg.seed, "fhn", epoch, device=self.device)
         rows = []
         for idx in self.diag_idx:
             batch = TripletBatch(self.train_users[idx], self.train_items[idx])
             negs = self.sampler.sample(batch, emb, gen)
-            rows.append(
-                negative_diagnostics(
-                    batch.users, batch.pos_items, negs.emb, emb.users, emb.items, self.held_out
-                )
+            row = negative_diagnostics(
+                batch.users, batch.pos_items, negs.emb, emb.users, emb.items, self.held_out
             )
+            if self.dataset.relevance is not None:
+                row["true_fhn_ratio"] = true_fhn(
+                    batch.users, negs, emb.items, self.dataset.relevance.to(self.device)
+                )
+            rows.append(row)
         out = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
-        out.update(self.sampler.diagnostics())
+        out.update(sampler_stats)
         return out
 
     def _evaluate(self, improved_only: bool) -> dict[str, SplitResult]:

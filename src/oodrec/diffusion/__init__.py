@@ -1,0 +1,1 @@
+"""Gaussian diffusion building blocks shared by CNSDiff, DMNS and the diffusion recommenders."""
