@@ -96,6 +96,13 @@ def _build_config(args: argparse.Namespace):
     if args.no_verify:
         overrides.append("data.verify_checksums=false")
     cfg = apply_overrides(cfg, overrides + list(args.set))
+    # Settings a sampler mode implies go first, so an explicit --set still wins.
+    from oodrec.samplers import sampler_train_overrides
+
+    implied = sampler_train_overrides(cfg.sampler.name, dict(cfg.sampler.options))
+    explicit = {o.split("=", 1)[0].strip() for o in args.set}
+    implied = [f"{k}={v}" for k, v in implied.items() if k not in explicit]
+    cfg = apply_overrides(cfg, implied)
     if getattr(args, "out", None):
         cfg = replace(cfg, out_dir=args.out)
     if getattr(args, "name", None):

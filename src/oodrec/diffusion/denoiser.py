@@ -27,12 +27,35 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
     return emb
 
 
+_BITS = {}
+
+
+def keep_mask(shape: torch.Size, p: float, gen: torch.Generator | None, device) -> torch.Tensor:
+    """Float mask of kept entries scaled by 1 / (1 - p) (inverted dropout), drawn from ``gen``.
+
+    For p = 0.5 every random byte gives 8 mask bits, several times faster on CPU than
+    ``bernoulli_``, which draws one random number per entry.
+    """
+    numel = 1
+    for s in shape:
+        numel *= s
+    if p == 0.5:
+        n_bytes = (numel + 7) // 8
+        raw = torch.randint(0, 256, (n_bytes,), generator=gen, device=device, dtype=torch.uint8)
+        key = str(device)
+        if key not in _BITS:
+            _BITS[key] = 2 ** torch.arange(8, dtype=torch.uint8, device=device)
+        bits = (raw.unsqueeze(1) & _BITS[key]) != 0  # [n_bytes, 8]
+        return bits.view(-1)[:numel].view(shape).float() * 2.0
+    keep = torch.rand(shape, generator=gen, device=device) >= p
+    return keep.float() / (1.0 - p)
+
+
 def dropout_with(x: torch.Tensor, p: float, gen: torch.Generator | None) -> torch.Tensor:
     """Inverted dropout drawing its mask from ``gen`` (nn.Dropout uses the global RNG)."""
     if p <= 0:
         return x
-    keep = torch.empty_like(x).bernoulli_(1.0 - p, generator=gen)
-    return x * keep / (1.0 - p)
+    return x * keep_mask(x.shape, p, gen, x.device)
 
 
 def _xavier_normal_(layer: nn.Linear, gen: torch.Generator | None) -> None:
@@ -88,6 +111,16 @@ class MLPDenoiser(nn.Module):
             with torch.no_grad():
                 self.env_emb.weight.normal_(0.0, 0.1, generator=generator)
 
+    def time_bias(self, steps: int) -> torch.Tensor:
+        """Pre-activation bias of every step: time_proj(temb(t)) @ W_t^T + b. Shape [T, H].
+
+        A reverse chain computes it once instead of once per step.
+        """
+        device = self.hidden.weight.device
+        w_t = self.hidden.weight[:, self.dim : self.dim + self.time_dim]
+        temb = timestep_embedding(torch.arange(steps, device=device), self.time_dim)
+        return self.time_proj(temb) @ w_t.T + self.hidden.bias
+
     def forward(
         self,
         x: torch.Tensor,
@@ -95,28 +128,56 @@ class MLPDenoiser(nn.Module):
         env: torch.Tensor | None = None,
         dropout_gen: torch.Generator | None = None,
         dropout_active: bool | None = None,
+        time_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if self.norm:
-            x = F.normalize(x, dim=-1)
+        """Predicted x0. ``time_bias`` ([T, H], from ``time_bias``) skips the time projection."""
+        return self.out(torch.tanh(self._hidden(x, t, env, dropout_gen, dropout_active, time_bias)))
+
+    def reverse_step(
+        self,
+        x: torch.Tensor,
+        t: int,
+        coef1: torch.Tensor,
+        coef2: torch.Tensor,
+        env: torch.Tensor | None = None,
+        dropout_gen: torch.Generator | None = None,
+        dropout_active: bool | None = None,
+        time_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Posterior mean coef1 * f(x, t) + coef2 * x with the output layer fused into one addmm.
+
+        Shapes: x [N, D] -> [N, D].
+        """
+        h = torch.tanh(self._hidden(x, t, env, dropout_gen, dropout_active, time_bias))
+        shift = torch.add(coef2 * x, self.out.bias, alpha=float(coef1))
+        return torch.addmm(shift, h, self.out.weight.T, alpha=float(coef1))
+
+    def _hidden(self, x, t, env, dropout_gen, dropout_active, time_bias) -> torch.Tensor:
         active = self.training if dropout_active is None else dropout_active
-        if active:
+        if self.norm and active and self.p > 0:
+            # normalise and drop out in one multiplication: x * mask / ||x||
+            inv = x.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()
+            x = x * (keep_mask(x.shape, self.p, dropout_gen, x.device) * inv)
+        elif self.norm:
+            x = F.normalize(x, dim=-1)
+        elif active:
             x = dropout_with(x, self.p, dropout_gen)
         d = self.dim
         w_x = self.hidden.weight[:, :d]  # [H, D]
-        w_t = self.hidden.weight[:, d : d + self.time_dim]  # [H, Tdim]
-        if isinstance(t, int) or (torch.is_tensor(t) and t.dim() == 0):
-            # One step for every row (reverse chains): project the time embedding once.
-            tt = torch.tensor([int(t)], device=x.device)
-            bias = self.time_proj(timestep_embedding(tt, self.time_dim)) @ w_t.T  # [1, H]
+        scalar_t = isinstance(t, int) or (torch.is_tensor(t) and t.dim() == 0)
+        if time_bias is not None:
+            bias = time_bias[int(t)].unsqueeze(0) if scalar_t else time_bias[t]  # [1|N, H]
         else:
-            bias = self.time_proj(timestep_embedding(t, self.time_dim)) @ w_t.T  # [N, H]
-        h = torch.addmm(bias + self.hidden.bias, x, w_x.T)  # [N, H]
+            w_t = self.hidden.weight[:, d : d + self.time_dim]  # [H, Tdim]
+            tt = torch.tensor([int(t)], device=x.device) if scalar_t else t
+            bias = self.time_proj(timestep_embedding(tt, self.time_dim)) @ w_t.T + self.hidden.bias
+        h = torch.addmm(bias, x, w_x.T)  # [N, H]
         if self.num_envs:
             if env is None:
                 raise ValueError("an environment-conditioned denoiser needs env ids")
             w_e = self.hidden.weight[:, d + self.time_dim :]
             h = h + self.env_emb(env) @ w_e.T
-        return self.out(torch.tanh(h))
+        return h
 
 
 class EnvPosterior(nn.Module):

@@ -10,6 +10,8 @@ from oodrec.diffusion.schedule import DiffusionSchedule
 
 # A denoiser call on the first n rows: (x_t [n, D], step t, n) -> predicted x0 [n, D].
 X0Fn = Callable[[torch.Tensor, int, int], torch.Tensor]
+# A fused reverse step on the first n rows: (x_t [n, D], t, n) -> posterior mean [n, D].
+StepFn = Callable[[torch.Tensor, int, int], torch.Tensor]
 
 
 def q_sample(
@@ -28,9 +30,10 @@ def reverse_chain(
     sched: DiffusionSchedule,
     x: torch.Tensor,
     start: torch.Tensor | int,
-    x0_fn: X0Fn,
+    x0_fn: X0Fn | None = None,
     noise_gen: torch.Generator | None = None,
     sampling_noise: bool = False,
+    step_fn: StepFn | None = None,
 ) -> torch.Tensor:
     """Run the posterior-mean reverse steps x_{t-1} = c1(t) f(x_t, t) + c2(t) x_t.
 
@@ -43,6 +46,7 @@ def reverse_chain(
         x: [N, D] noised inputs.
         start: [N] long, descending (per-row first step), or an int (same for all rows).
         x0_fn: the denoiser, ``x0_fn(x_t[:n], t, n) -> x0_hat [n, D]``.
+        step_fn: alternatively, a fused step returning the posterior mean directly.
         noise_gen: RNG for ``sampling_noise``.
         sampling_noise: add sqrt(beta_tilde_t) noise for t > 0.
 
@@ -65,7 +69,10 @@ def reverse_chain(
         if n == 0:
             continue
         xs = x[:n]
-        new = sched.coef1[t] * x0_fn(xs, t, n) + sched.coef2[t] * xs
+        if step_fn is not None:
+            new = step_fn(xs, t, n)
+        else:
+            new = sched.coef1[t] * x0_fn(xs, t, n) + sched.coef2[t] * xs
         if sampling_noise and t > 0:
             eps = torch.randn(xs.shape, generator=noise_gen, device=x.device, dtype=x.dtype)
             new = new + (0.5 * sched.posterior_log_variance_clipped[t]).exp() * eps

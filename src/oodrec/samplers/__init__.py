@@ -28,6 +28,14 @@ SAMPLERS.register("pns", PopularitySampler)
 SAMPLERS.register("cnsdiff", CNSDiffSampler)
 
 
+def sampler_train_overrides(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Config changes outside the sampler that a sampler's options imply (e.g. CNSDiff's
+    ``code_faithful`` mode uses the code's L2 form). Applied at the CLI / grid boundary, before
+    explicit user overrides, so that the resolved config.yaml shows them."""
+    hook = getattr(SAMPLERS.get(name), "train_overrides", None)
+    return hook(options) if hook else {}
+
+
 def build_sampler(name: str, ctx: SamplerContext, options: dict[str, Any]) -> NegativeSampler:
     """Resolve ``name`` in ``SAMPLERS`` and build it with validated ``options``."""
     return SAMPLERS.get(name).from_options(ctx, options)
@@ -36,6 +44,7 @@ def build_sampler(name: str, ctx: SamplerContext, options: dict[str, Any]) -> Ne
 __all__ = [
     "SAMPLERS",
     "build_sampler",
+    "sampler_train_overrides",
     "NegativeSampler",
     "Negatives",
     "PositiveIndex",

@@ -238,6 +238,11 @@ class CNSDiffSampler(NegativeSampler):
 
     # ------------------------------------------------------------------ interface
 
+    @staticmethod
+    def train_overrides(options: dict[str, Any]) -> dict[str, Any]:
+        """``code_faithful`` also uses the CNSDiff code's SELFRec L2 form (D10)."""
+        return {"train.l2_form": "selfrec"} if options.get("mode") == "code_faithful" else {}
+
     def param_groups(self) -> list[dict[str, Any]]:
         if not self.opt.train_denoiser:
             return []
@@ -378,18 +383,25 @@ class CNSDiffSampler(NegativeSampler):
         if self.denoiser.num_envs and o.generation == "sample":
             env = torch.multinomial(self.prior, x0.shape[0], replacement=True, generator=gen)
         dropout = bool(o.sampling_dropout)
+        den, sched = self.denoiser, self.sched
+        tb = den.time_bias(sched.steps)  # [T, H], once per chain
+        c1, c2 = sched.coef1.tolist(), sched.coef2.tolist()
+
+        def step_fn(xs: torch.Tensor, t: int, n: int) -> torch.Tensor:
+            e = None if env is None else env[:n]
+            return den.reverse_step(xs, t, c1[t], c2[t], e, gen, dropout, tb)
 
         def x0_fn(xs: torch.Tensor, t: int, n: int) -> torch.Tensor:
-            if not self.denoiser.num_envs:
-                return self.denoiser(xs, t, dropout_gen=gen, dropout_active=dropout)
-            if env is not None:
-                return self.denoiser(xs, t, env[:n], dropout_gen=gen, dropout_active=dropout)
             k = self.prior.numel()
             envs = torch.arange(k, device=xs.device).repeat_interleave(n)
-            out = self.denoiser(xs.repeat(k, 1), t, envs, dropout_gen=gen, dropout_active=dropout)
+            out = den(xs.repeat(k, 1), t, envs, gen, dropout, tb)
             return torch.einsum("k,knd->nd", self.prior, out.view(k, n, -1))
 
-        h = reverse_chain(self.sched, x, start, x0_fn, gen, o.sampling_noise)
+        averaged = den.num_envs and env is None
+        h = reverse_chain(
+            sched, x, start, x0_fn if averaged else None, gen, o.sampling_noise,
+            step_fn=None if averaged else step_fn,
+        )
         return h.view(len(self.levels), b, d).flip(0)  # back to ascending level order
 
 
@@ -403,12 +415,4 @@ def popularity_envs(item_degree: torch.Tensor, num_envs: int) -> torch.Tensor:
     total = cum[-1].clamp_min(1)
     qs = torch.arange(1, num_envs, device=item_degree.device, dtype=cum.dtype) * total / num_envs
     thresholds = order[torch.searchsorted(cum, qs).clamp_max(order.numel() - 1)]
-    return torch.bucketize(item_degree, thresholds, right=True).clamp_max(num_envs - 1)
-
-
-def train_overrides(options: dict[str, Any]) -> dict[str, Any]:
-    """Config changes a mode implies outside the sampler (applied at the CLI/config boundary):
-    ``code_faithful`` uses the CNSDiff code's SELFRec L2 form (D10)."""
-    if options.get("mode") == "code_faithful":
-        return {"train.l2_form": "selfrec"}
-    return {}
+    return torch.bucketize(item_degree, thresholds).clamp_max(num_envs - 1)
