@@ -205,3 +205,47 @@ class EnvPosterior(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h = torch.cat([F.normalize(x, dim=-1), timestep_embedding(t, self.time_dim)], dim=1)
         return self.out(torch.tanh(self.hidden(h)))
+
+
+class FiLMDenoiser(nn.Module):
+    """Conditional epsilon-predictor of DMNS (Nguyen & Fang, WWW'24), specs 6.
+
+    Time embedding: sinusoidal -> Linear -> GELU -> Linear, plus the condition y (added).
+    Two FiLM blocks h <- (1 + gamma) * h + delta with (gamma, delta) = Linear(SiLU(temb + y)).
+    In the official code the linear layer declared in each block is never applied, so the
+    network is affine in x_t for a given (t, y); ``block_linear=True`` applies it.
+    An output Linear maps back to D.
+
+    Shapes:
+        x [N, D], t [N] long, y [N, D] -> epsilon_hat [N, D].
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        time_dim: int | None = None,
+        num_blocks: int = 2,
+        block_linear: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        td = time_dim or dim
+        self.time_dim = td
+        self.time_mlp = nn.Sequential(nn.Linear(td, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.film = nn.ModuleList(nn.Linear(dim, 2 * dim) for _ in range(num_blocks))
+        self.block = nn.ModuleList(nn.Linear(dim, dim) for _ in range(num_blocks))
+        self.block_linear = block_linear
+        self.out = nn.Linear(dim, dim)
+        for layer in [self.time_mlp[0], self.time_mlp[2], *self.film, *self.block, self.out]:
+            _xavier_normal_(layer, generator)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cond = self.time_mlp(timestep_embedding(t, self.time_dim)) + y  # [N, D]
+        act = F.silu(cond)
+        h = x
+        for film, block in zip(self.film, self.block):
+            if self.block_linear:
+                h = block(h)
+            gamma, delta = film(act).chunk(2, dim=1)
+            h = (1 + gamma) * h + delta
+        return self.out(h)

@@ -117,3 +117,44 @@ def code_causal_kl(
     lv2 = sched.posterior_log_variance_clipped[(t - 1).clamp_min(0)].unsqueeze(1)
     lv2 = torch.where((t == 0).unsqueeze(1), torch.zeros_like(lv2), lv2)
     return gaussian_kl(x0_hat, lv1.expand_as(x0_hat), x_prev_fwd, lv2.expand_as(x0_hat)).mean()
+
+
+def ancestral_eps_chain(
+    sched: DiffusionSchedule,
+    x: torch.Tensor,
+    eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    collect: tuple[int, ...],
+    gen: torch.Generator | None = None,
+) -> dict[int, torch.Tensor]:
+    """DDPM ancestral sampling with an epsilon-predictor from x_T (pure noise) down to x_0.
+
+    x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_t) + sigma_t z with
+    sigma_t^2 = beta_tilde_t, and no noise at the last step.
+
+    Args:
+        sched: the schedule.
+        x: [N, D] starting noise x_T.
+        eps_fn: ``eps_fn(x_t, t_vector) -> eps_hat``.
+        collect: steps whose state x_t (after the update that produces it) is returned; the
+            state of step t is the output of the reverse step t+1 -> t.
+        gen: RNG of the added noise.
+
+    Returns:
+        step -> [N, D].
+    """
+    out: dict[int, torch.Tensor] = {}
+    steps = sched.steps
+    if steps in collect:
+        out[steps] = x
+    alphas = 1.0 - sched.betas
+    for t in range(steps - 1, -1, -1):
+        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        eps = eps_fn(x, tt)
+        coef = sched.betas[t] / (1.0 - sched.alphas_cumprod[t]).sqrt()
+        x = (x - coef * eps) / alphas[t].sqrt()
+        if t > 0:
+            z = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+            x = x + sched.posterior_variance[t].sqrt() * z
+        if t in collect:
+            out[t] = x
+    return out

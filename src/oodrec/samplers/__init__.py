@@ -14,6 +14,7 @@ from oodrec.samplers.base import (
     TripletBatch,
 )
 from oodrec.samplers.cnsdiff import CNSDiffSampler
+from oodrec.samplers.dmns import DMNSSampler
 from oodrec.samplers.dns import DNSSampler
 from oodrec.samplers.mixgcf import MixGCFSampler
 from oodrec.samplers.popularity import PopularitySampler
@@ -26,6 +27,7 @@ SAMPLERS.register("mixgcf", MixGCFSampler)
 SAMPLERS.register("ahns", AHNSSampler)
 SAMPLERS.register("pns", PopularitySampler)
 SAMPLERS.register("cnsdiff", CNSDiffSampler)
+SAMPLERS.register("dmns", DMNSSampler)
 
 
 def sampler_train_overrides(name: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,327 @@
+"""Benchmark grids: a typed spec loaded from YAML and expanded into named experiment configs.
+
+A grid file looks like::
+
+    out_dir: runs/paper            # parent directory of the run directories
+    base:                          # an ExperimentConfig mapping, or a list of dotted overrides
+      train: {epochs: 120, patience: 10}
+    methods:                       # one entry per compared method
+      - {name: rns, sampler: rns}
+      - {name: cnsdiff-causal, sampler: cnsdiff, options: {mode: causal}}
+      - {name: dns-lr, sampler: dns, overrides: [train.lr=0.001]}
+    datasets: [food, yelp2018]
+    seeds: [1, 2, 3]
+    sweep:                         # optional: cartesian product over every listed value
+      sampler.initial_alpha: [1.0, 2.0]
+
+Each run's config is built in this order: ``base``; ``data.dataset``; the method's sampler and
+options; the settings the sampler's options imply (``sampler_train_overrides``, e.g.
+``code_faithful`` uses the code's L2 form); the method's ``overrides``; the sweep values; extra
+overrides given by the caller (``oodrec bench --set``); ``seed``, ``out_dir`` and ``name``.
+Later steps win. Run names are ``{dataset}-{method}-seed{seed}[-{key}={value}...]``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from oodrec.config import ExperimentConfig, apply_overrides, from_dict, set_path
+from oodrec.errors import ConfigError
+
+GRID_KEYS = ("base", "methods", "datasets", "seeds", "sweep", "out_dir")
+METHOD_KEYS = ("name", "sampler", "options", "overrides")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=+\-]")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One compared method: a sampler with options and optional extra overrides."""
+
+    name: str
+    """Label used in run names and report rows (unique within a grid)."""
+    sampler: str
+    """Registered sampler name (``oodrec samplers``)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Sampler options (checked against the sampler's options dataclass)."""
+    overrides: tuple[str, ...] = ()
+    """Dotted ``key=value`` overrides applied after the sampler settings."""
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """A benchmark grid: base config x datasets x methods x sweep values x seeds."""
+
+    base: ExperimentConfig
+    """Config every run starts from."""
+    methods: tuple[MethodSpec, ...]
+    """Compared methods (at least one)."""
+    datasets: tuple[str, ...]
+    """Dataset names or directories (at least one)."""
+    seeds: tuple[int, ...]
+    """Run seeds (at least one)."""
+    sweep: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    """Dotted key -> values; every combination is run (cartesian product)."""
+    out_dir: str = "runs"
+    """Parent directory of the run directories."""
+    source: str = "<grid>"
+    """Where the spec came from (for messages and ``bench.json``)."""
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One expanded run of a grid.
+
+    Attributes:
+        name: run directory name.
+        config: the fully resolved config (``out_dir`` and ``name`` set).
+        method: the method's name.
+        dataset: the dataset entry of the grid.
+        seed: the run seed.
+        sweep: sweep key -> value of this run (empty without a sweep).
+    """
+
+    name: str
+    config: ExperimentConfig
+    method: str
+    dataset: str
+    seed: int
+    sweep: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self):
+        """Unpack as ``(name, config)``."""
+        return iter((self.name, self.config))
+
+
+def _fail(source: str, message: str) -> ConfigError:
+    return ConfigError(f"{source}: {message}")
+
+
+def _check_keys(data: Any, allowed: tuple[str, ...], where: str, source: str) -> dict:
+    if not isinstance(data, dict):
+        raise _fail(source, f"{where} must be a mapping, got {data!r}")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise _fail(
+            source,
+            f"unknown key(s) {', '.join(unknown)} in {where}; valid keys: {', '.join(allowed)}",
+        )
+    return data
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        value = [value]
+    return value
+
+
+def _parse_base(raw: Any, source: str) -> ExperimentConfig:
+    if raw is None:
+        return ExperimentConfig()
+    if isinstance(raw, list):
+        if not all(isinstance(x, str) for x in raw):
+            raise _fail(source, "base as a list must hold key=value strings")
+        return apply_overrides(ExperimentConfig(), raw)
+    return from_dict(ExperimentConfig, raw, prefix="base.")
+
+
+def _parse_method(raw: Any, index: int, source: str) -> MethodSpec:
+    if isinstance(raw, str):
+        raw = {"name": raw, "sampler": raw}
+    where = f"methods[{index}]"
+    raw = _check_keys(raw, METHOD_KEYS, where, source)
+    if "sampler" not in raw:
+        raise _fail(source, f"{where} needs a 'sampler'")
+    options = raw.get("options") or {}
+    if not isinstance(options, dict):
+        raise _fail(source, f"{where}.options must be a mapping, got {options!r}")
+    overrides = _as_list(raw.get("overrides"))
+    if not all(isinstance(x, str) for x in overrides):
+        raise _fail(source, f"{where}.overrides must be key=value strings")
+    name = str(raw.get("name") or raw["sampler"])
+    if _UNSAFE.search(name):
+        raise _fail(source, f"{where}.name {name!r} may use only letters, digits and ._=+-")
+    return MethodSpec(name, str(raw["sampler"]), dict(options), tuple(overrides))
+
+
+def parse_grid(data: Any, source: str = "<grid>") -> GridSpec:
+    """Build a GridSpec from a parsed YAML mapping.
+
+    Args:
+        data: the mapping (keys ``base``, ``methods``, ``datasets``, ``seeds``, ``sweep``,
+            ``out_dir``).
+        source: name used in error messages (the file path).
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        ConfigError: unknown keys, missing or empty lists, duplicate method names, bad values;
+            the message starts with ``source``.
+    """
+    data = _check_keys(data, GRID_KEYS, "the grid", source)
+    try:
+        base = _parse_base(data.get("base"), source)
+    except ConfigError as exc:
+        raise _fail(source, str(exc)) from None
+    methods = tuple(
+        _parse_method(m, i, source)
+        for i, m in enumerate(_as_list(data.get("methods")))
+    )
+    datasets = tuple(str(d) for d in _as_list(data.get("datasets")))
+    seeds_raw = _as_list(data.get("seeds"))
+    for key, values in (("methods", methods), ("datasets", datasets), ("seeds", seeds_raw)):
+        if not values:
+            raise _fail(source, f"'{key}' must be a non-empty list")
+    if any(isinstance(s, bool) or not isinstance(s, int) for s in seeds_raw):
+        raise _fail(source, f"seeds must be integers, got {seeds_raw!r}")
+    names = [m.name for m in methods]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise _fail(source, f"duplicate method name(s) {', '.join(dupes)}")
+    sweep_raw = data.get("sweep") or {}
+    if not isinstance(sweep_raw, dict):
+        raise _fail(source, f"sweep must be a mapping of key -> list, got {sweep_raw!r}")
+    sweep = {str(k): tuple(_as_list(v)) for k, v in sweep_raw.items()}
+    empty = [k for k, v in sweep.items() if not v]
+    if empty:
+        raise _fail(source, f"sweep key(s) {', '.join(empty)} have no values")
+    return GridSpec(
+        base=base,
+        methods=methods,
+        datasets=datasets,
+        seeds=tuple(int(s) for s in seeds_raw),
+        sweep=sweep,
+        out_dir=str(data.get("out_dir") or base.out_dir),
+        source=source,
+    )
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    """Load and validate a grid YAML file.
+
+    Args:
+        path: the grid file.
+
+    Returns:
+        The spec (``source`` is the path).
+
+    Raises:
+        ConfigError: missing file, invalid YAML or an invalid spec; the message names the file.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"grid file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"grid file {path} is not valid YAML: {exc}") from None
+    return parse_grid(data, source=str(path))
+
+
+def _fmt(value: Any) -> str:
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return _UNSAFE.sub("_", text)
+
+
+def run_name(dataset: str, method: str, seed: int, sweep: dict[str, Any]) -> str:
+    """``{dataset}-{method}-seed{seed}[-{key}={value}...]`` with unsafe characters replaced.
+
+    Args:
+        dataset: dataset name or directory (only its last path part is used).
+        method: method name.
+        seed: run seed.
+        sweep: sweep key -> value of the run, in grid order.
+
+    Returns:
+        The run directory name.
+    """
+    parts = [_fmt(Path(dataset).name), method, f"seed{seed}"]
+    parts += [f"{_fmt(k)}={_fmt(v)}" for k, v in sweep.items()]
+    return "-".join(parts)
+
+
+def _check_sampler(cfg: ExperimentConfig) -> None:
+    """Fail early on an unknown sampler or option (the sampler checks again when built)."""
+    from oodrec.samplers import SAMPLERS
+    from oodrec.samplers.base import parse_options
+
+    cls = SAMPLERS.get(cfg.sampler.name)
+    parse_options(cls.Options, dict(cfg.sampler.options), f"sampler {cfg.sampler.name!r}")
+
+
+def _method_config(cfg: ExperimentConfig, method: MethodSpec) -> ExperimentConfig:
+    from oodrec.samplers import sampler_train_overrides
+
+    cfg = replace(cfg, sampler=replace(cfg.sampler, name=method.sampler, options=method.options))
+    implied = sampler_train_overrides(method.sampler, dict(method.options))
+    for key, value in implied.items():
+        cfg = set_path(cfg, key, value)
+    return apply_overrides(cfg, list(method.overrides))
+
+
+def expand_grid(
+    spec: GridSpec, extra_overrides: list[str] | None = None, out_dir: str | None = None
+) -> list[GridRun]:
+    """Expand a grid into one resolved config per (dataset, method, sweep point, seed).
+
+    Args:
+        spec: the grid.
+        extra_overrides: dotted overrides applied to every run after the grid's own settings.
+        out_dir: replaces ``spec.out_dir``.
+
+    Returns:
+        Runs ordered by dataset, method, sweep point, seed.
+
+    Raises:
+        ConfigError: an invalid sampler, option or override (the message names the grid file),
+            or two runs with the same name.
+    """
+    out = out_dir or spec.out_dir
+    keys = list(spec.sweep)
+    points = [dict(zip(keys, values)) for values in itertools.product(*spec.sweep.values())]
+    runs: list[GridRun] = []
+    seen: dict[str, str] = {}
+    for dataset in spec.datasets:
+        for method in spec.methods:
+            where = f"dataset {dataset!r}, method {method.name!r}"
+            try:
+                cfg = set_path(spec.base, "data.dataset", dataset)
+                cfg = _method_config(cfg, method)
+            except ConfigError as exc:
+                raise _fail(spec.source, f"{where}: {exc}") from None
+            for point in points:
+                try:
+                    pcfg = cfg
+                    for key, value in point.items():
+                        pcfg = set_path(pcfg, key, value)
+                    pcfg = apply_overrides(pcfg, list(extra_overrides or []))
+                    _check_sampler(pcfg)
+                except ConfigError as exc:
+                    raise _fail(spec.source, f"{where}, sweep {point}: {exc}") from None
+                for seed in spec.seeds:
+                    name = run_name(dataset, method.name, seed, point)
+                    if name in seen:
+                        raise _fail(spec.source, f"two runs are both named {name!r}")
+                    seen[name] = where
+                    final = replace(pcfg, seed=seed, out_dir=out, name=name)
+                    runs.append(GridRun(name, final, method.name, dataset, seed, dict(point)))
+    return runs
+
+
+__all__ = [
+    "GridRun",
+    "GridSpec",
+    "MethodSpec",
+    "expand_grid",
+    "load_grid",
+    "parse_grid",
+    "run_name",
+]

@@ -1,0 +1,461 @@
+"""Execute the runs of a grid into ``out_dir/run_name``, resumably, locally or on Ray.
+
+Every run is trained exactly as ``oodrec train`` does (same run directory layout) and gets a
+``bench.json`` beside its ``config.yaml`` naming its method, grid, dataset entry, seed and sweep
+point. Before anything runs, each run directory is checked against the run's resolved config:
+
+* no ``config.yaml``: a new run;
+* same config (``out_dir`` aside), ``record.json`` present: skipped;
+* same config, no ``record.json``: resumed from its last checkpoint (``train(resume=True)``);
+* different config: an error naming the differing keys, unless ``force`` (then it is rerun).
+
+Executors: ``local`` runs in this process (one worker) or in a pool of spawned worker processes
+(one per GPU by default when the runs use CUDA, each pinned to its GPU; torch threads per worker
+``max(1, cores // workers)``); ``ray`` submits each run as a Ray task with ``num_cpus`` /
+``num_gpus`` resources. Ray is imported only by the Ray executor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from oodrec.bench.grid import GridRun
+from oodrec.config import ExperimentConfig, from_dict, to_dict
+from oodrec.errors import ConfigError, RunError
+from oodrec.train.runs import RunDir, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+BENCH_FILE = "bench.json"
+IGNORED_KEYS = ("out_dir",)
+"""Config keys that do not change a run's results and are not compared."""
+RAY_MISSING = "the ray executor needs Ray: pip install 'oodrec[ray]'"
+
+Action = Literal["new", "resume", "restart", "skip"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A run to execute: where, and whether it starts, resumes or restarts.
+
+    Attributes:
+        run: the grid run.
+        path: absolute run directory.
+        action: ``new``, ``resume``, ``restart`` (``force``: wipe and rerun) or ``skip``.
+        grid: the grid's source (written into ``bench.json``).
+    """
+
+    run: GridRun
+    path: Path
+    action: Action
+    grid: str = "<grid>"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What happened to one run.
+
+    Attributes:
+        name: run name.
+        status: ``finished``, ``resumed`` (finished after a resume), ``skipped`` or ``failed``.
+        seconds: wall time in the executor.
+        error: traceback text of a failed run.
+    """
+
+    name: str
+    status: Literal["finished", "resumed", "skipped", "failed"]
+    seconds: float = 0.0
+    error: str | None = None
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
+    """A normalised plain dict of a config (through the dataclasses, JSON types only)."""
+    norm = json.loads(json.dumps(to_dict(from_dict(ExperimentConfig, cfg_dict))))
+    for key in IGNORED_KEYS:
+        norm.pop(key, None)
+    return norm
+
+
+def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts.
+
+    Args:
+        old, new: plain nested dicts (or values).
+        prefix: key prefix of this level.
+
+    Returns:
+        Sorted differing keys (``old=... new=...`` appended for leaves).
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += config_diff(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    if old != new:
+        return [f"{prefix.rstrip('.')} ({old!r} -> {new!r})"]
+    return []
+
+
+def plan_run(run: GridRun, path: Path, force: bool = False) -> Action:
+    """Decide what to do with ``run`` given what its directory holds.
+
+    Args:
+        run: the grid run.
+        path: its run directory.
+        force: rerun a run whose saved config differs.
+
+    Returns:
+        ``new``, ``skip``, ``resume`` or ``restart``.
+
+    Raises:
+        RunError: the saved config differs (or cannot be read) and ``force`` is off.
+    """
+    rd = RunDir(path)
+    if not rd.config_path.is_file():
+        return "new"
+    state = "finished" if rd.is_finished() else "unfinished"
+    try:
+        saved = _comparable(yaml.safe_load(rd.config_path.read_text()))
+        diff = config_diff(saved, _comparable(to_dict(run.config)))
+    except (ConfigError, yaml.YAMLError) as exc:
+        diff = [f"unreadable config.yaml: {exc}"]
+    if not diff:
+        return "skip" if state == "finished" else "resume"
+    if force:
+        return "restart"
+    shown = "; ".join(diff[:4]) + (f"; ... ({len(diff)} keys)" if len(diff) > 4 else "")
+    raise RunError(
+        f"{path}: {state} run with a different config: {shown}. Pass --force to rerun it, or "
+        f"write the grid to another --out"
+    )
+
+
+def plan_grid(
+    runs: list[GridRun], force: bool = False, grid: str = "<grid>"
+) -> tuple[list[Job], list[Job]]:
+    """Plan every run; conflicts are collected and raised together before anything runs.
+
+    Args:
+        runs: expanded grid runs (``config.out_dir`` is their parent directory).
+        force: rerun runs whose saved config differs.
+        grid: the grid's source, for ``bench.json``.
+
+    Returns:
+        ``(to_run, skipped)`` jobs.
+
+    Raises:
+        RunError: one or more run directories hold a different config (``force`` off).
+    """
+    todo: list[Job] = []
+    skipped: list[Job] = []
+    errors: list[str] = []
+    for run in runs:
+        path = (Path(run.config.out_dir) / run.name).resolve()
+        try:
+            action = plan_run(run, path, force)
+        except RunError as exc:
+            errors.append(str(exc))
+            continue
+        (skipped if action == "skip" else todo).append(Job(run, path, action, grid))
+    if errors:
+        raise RunError("\n".join(errors))
+    return todo, skipped
+
+
+# --------------------------------------------------------------------------- executing one run
+
+_DATASET_CACHE: dict[str, Any] = {}
+
+
+def _load_dataset(cfg: ExperimentConfig):
+    """Load the run's dataset, reusing the previous one when the data config is the same."""
+    from oodrec.data.dataset import load_dataset
+
+    key = json.dumps(to_dict(cfg.data), sort_keys=True)
+    if key not in _DATASET_CACHE:
+        _DATASET_CACHE.clear()  # keep one dataset in memory per process
+        _DATASET_CACHE[key] = load_dataset(cfg.data)
+    return _DATASET_CACHE[key]
+
+
+def write_bench_info(job: Job) -> None:
+    """Write ``bench.json`` (method, grid, dataset entry, seed, sweep point) into the run dir."""
+    info = {
+        "method": job.run.method,
+        "grid": job.grid,
+        "dataset": job.run.dataset,
+        "seed": job.run.seed,
+        "sweep": job.run.sweep,
+    }
+    job.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(job.path / BENCH_FILE, json.dumps(info, indent=2))
+
+
+def execute_job(job: Job) -> RunOutcome:
+    """Train one job into its run directory (as ``oodrec train``); never raises on run errors.
+
+    Args:
+        job: the planned job (``new``, ``resume`` or ``restart``).
+
+    Returns:
+        The outcome; a failed run carries its traceback.
+    """
+    from oodrec.train.loop import train
+
+    t0 = time.perf_counter()
+    try:
+        if job.action == "restart":
+            shutil.rmtree(job.path, ignore_errors=True)
+        resume = job.action == "resume"
+        dataset = _load_dataset(job.run.config)
+        write_bench_info(job)
+        train(job.run.config, dataset, run_dir=job.path, resume=resume)
+        status = "resumed" if resume else "finished"
+        return RunOutcome(job.run.name, status, time.perf_counter() - t0)
+    except Exception:  # noqa: BLE001 - one failed run must not stop the grid
+        text = traceback.format_exc()
+        logger.error("run %s failed:\n%s", job.run.name, text)
+        return RunOutcome(job.run.name, "failed", time.perf_counter() - t0, text)
+
+
+# --------------------------------------------------------------------------- executors
+
+
+class GridProgress:
+    """A tqdm bar over the runs of a grid (skipped runs counted as done).
+
+    Args:
+        total: number of runs in the grid.
+        skipped: runs already finished.
+        show: draw the bar (off: counting only).
+    """
+
+    def __init__(self, total: int, skipped: int, show: bool) -> None:
+        from tqdm import tqdm
+
+        self.counts: Counter[str] = Counter(skipped=skipped)
+        self.bar = tqdm(total=total, initial=skipped, desc="runs", unit="run", disable=not show)
+        self.bar.set_postfix(self.counts)
+
+    def update(self, outcome: RunOutcome) -> RunOutcome:
+        """Count ``outcome`` and advance the bar; returns it."""
+        self.counts[outcome.status] += 1
+        self.bar.set_postfix(self.counts)
+        self.bar.update(1)
+        return outcome
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _cuda_devices(jobs: list[Job]) -> list[int]:
+    """GPU indices to pin workers to: all GPUs when the runs use plain ``cuda``, else none."""
+    devices = {j.run.config.train.device for j in jobs}
+    if not any(d.startswith("cuda") for d in devices) or any(
+        d.startswith("cuda:") for d in devices
+    ):
+        return []  # CPU runs, or explicit cuda:N devices that must not be remapped
+    import torch
+
+    return list(range(torch.cuda.device_count()))
+
+
+def _watch_parent(parent_pid: int) -> None:
+    # A worker whose parent was killed (even by SIGKILL) exits instead of writing on.
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _init_worker(threads: int, gpu_queue: Any, parent_pid: int) -> None:
+    """Worker set-up: pin one GPU (before CUDA starts), set torch threads, watch the parent."""
+    gpu = gpu_queue.get()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    import torch
+
+    torch.set_num_threads(threads)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+
+
+def run_local(jobs: list[Job], workers: int | None, progress: GridProgress) -> list[RunOutcome]:
+    """Run jobs in this process (one worker, no GPU pinning) or in a spawned process pool.
+
+    Args:
+        jobs: planned jobs.
+        workers: worker processes (``None``: one per GPU when the runs use CUDA, else 1).
+        progress: the grid's progress bar.
+
+    Returns:
+        One outcome per job, in completion order.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    if not jobs:
+        return []
+    gpus = _cuda_devices(jobs)
+    n = max(1, min(workers or max(1, len(gpus)), len(jobs)))
+    if n == 1 and not gpus:
+        return [progress.update(execute_job(job)) for job in jobs]
+    threads = max(1, (os.cpu_count() or 1) // n)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    for i in range(n):
+        queue.put(gpus[i % len(gpus)] if gpus else None)
+    logger.info("%d worker(s), %d torch thread(s) each, GPUs %s", n, threads, gpus or "none")
+    outcomes = []
+    with ProcessPoolExecutor(
+        n, mp_context=ctx, initializer=_init_worker, initargs=(threads, queue, os.getpid())
+    ) as pool:
+        futures = {pool.submit(execute_job, job): job for job in jobs}
+        for fut in as_completed(futures):
+            try:
+                outcome = fut.result()
+            except BrokenProcessPool as exc:
+                outcome = RunOutcome(futures[fut].run.name, "failed", error=f"worker died: {exc}")
+            outcomes.append(progress.update(outcome))
+    return outcomes
+
+
+def _ray_task(job: Job, threads: int) -> RunOutcome:
+    import torch
+
+    torch.set_num_threads(threads)
+    return execute_job(job)
+
+
+def run_ray(
+    jobs: list[Job], address: str | None, cpus_per_run: int, progress: GridProgress
+) -> list[RunOutcome]:
+    """Submit each job as a Ray task (``num_cpus=cpus_per_run``, one GPU for CUDA runs).
+
+    Connects to ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``) or starts a local
+    instance; an already initialised Ray session is reused. Workers must see the same file
+    system (run directories and data) as this process.
+
+    Args:
+        jobs: planned jobs.
+        address: Ray cluster address; ``None`` starts (or reuses) a local instance.
+        cpus_per_run: CPUs reserved per run (also its torch threads).
+        progress: the grid's progress bar.
+
+    Returns:
+        One outcome per job, in completion order.
+
+    Raises:
+        ConfigError: Ray is not installed.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(RAY_MISSING) from None
+    if not jobs:
+        return []
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
+        if address is None:
+            kwargs["include_dashboard"] = False
+        ray.init(address=address, **kwargs)
+        started = True
+    try:
+        task = ray.remote(_ray_task)
+        refs = {}
+        for job in jobs:
+            gpus = 1 if job.run.config.train.device.startswith("cuda") else 0
+            ref = task.options(num_cpus=cpus_per_run, num_gpus=gpus).remote(job, cpus_per_run)
+            refs[ref] = job
+        outcomes = []
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    outcome = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - a lost worker fails one run
+                    outcome = RunOutcome(refs[ref].run.name, "failed", error=repr(exc))
+                outcomes.append(progress.update(outcome))
+        return outcomes
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_grid(
+    runs: list[GridRun],
+    executor: Literal["local", "ray"] = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    cpus_per_run: int = 1,
+    force: bool = False,
+    grid: str = "<grid>",
+    show_progress: bool = True,
+) -> list[RunOutcome]:
+    """Plan and execute every run of a grid.
+
+    Args:
+        runs: expanded runs (``expand_grid``).
+        executor: ``local`` or ``ray``.
+        workers: local worker processes (see ``run_local``).
+        address: Ray address (``ray`` executor).
+        cpus_per_run: CPUs per Ray task.
+        force: rerun runs whose saved config differs.
+        grid: the grid's source, for ``bench.json``.
+        show_progress: draw a progress bar over the grid.
+
+    Returns:
+        Outcomes of all runs: skipped ones first, then in completion order.
+
+    Raises:
+        RunError: a run directory holds a different config and ``force`` is off.
+        ConfigError: unknown executor, or Ray missing.
+    """
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401 - fail before planning when Ray is missing
+        except ImportError:
+            raise ConfigError(RAY_MISSING) from None
+    todo, skipped = plan_grid(runs, force, grid)
+    progress = GridProgress(len(runs), len(skipped), show_progress)
+    done = [RunOutcome(j.run.name, "skipped") for j in skipped]
+    try:
+        if executor == "ray":
+            done += run_ray(todo, address, cpus_per_run, progress)
+        else:
+            done += run_local(todo, workers, progress)
+    finally:
+        progress.close()
+    return done
+
+
+__all__ = [
+    "BENCH_FILE",
+    "Job",
+    "RunOutcome",
+    "config_diff",
+    "execute_job",
+    "plan_grid",
+    "plan_run",
+    "run_grid",
+    "run_local",
+    "run_ray",
+]
