@@ -399,7 +399,12 @@ class CNSDiffSampler(NegativeSampler):
 
         averaged = den.num_envs and env is None
         h = reverse_chain(
-            sched, x, start, x0_fn if averaged else None, gen, o.sampling_noise,
+            sched,
+            x,
+            start,
+            x0_fn if averaged else None,
+            gen,
+            o.sampling_noise,
             step_fn=None if averaged else step_fn,
         )
         return h.view(len(self.levels), b, d).flip(0)  # back to ascending level order
