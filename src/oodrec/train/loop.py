@@ -400,6 +400,22 @@ class Trainer:
             self.selector.best_epoch, metrics, self.best_eval, self.history, stopped, record
         )
 
+    def _diagnostic_summary(self) -> dict[str, dict[str, float]]:
+        """Negative diagnostics (fhn_ratio, true_fhn_ratio, norms, hardness, sampler stats) at
+        the selected epoch and averaged over all epochs."""
+        skip = ("loss", "epoch", "eval_seconds", "improved", "val/", "iid_test/", "ood_test/")
+        keys = [k for k in (self.history[0] if self.history else {}) if not k.startswith(skip)]
+        by_epoch = {r["epoch"]: r for r in self.history}
+        best = by_epoch.get(self.selector.best_epoch, {})
+        return {
+            "at_best_epoch": {k: best[k] for k in keys if k in best},
+            "mean_over_epochs": {
+                k: sum(r[k] for r in self.history if k in r)
+                / max(1, sum(k in r for r in self.history))
+                for k in keys
+            },
+        }
+
     def make_record(self, metrics: dict[str, dict[str, float]], stopped: bool) -> dict[str, Any]:
         tcfg = self.cfg.train
         secs = [r["epoch_seconds"] for r in self.history if "epoch_seconds" in r]
@@ -425,6 +441,7 @@ class Trainer:
             "epochs_run": len(self.history),
             "stopped_early": stopped,
             "metrics": metrics,
+            "diagnostics": self._diagnostic_summary(),
             "median_epoch_seconds": statistics.median(secs) if secs else None,
             "median_eval_seconds": statistics.median(evals) if evals else None,
             "data_report": self.dataset.report.to_dict(),
