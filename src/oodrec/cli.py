@@ -360,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     from oodrec.cli_data import add_data_commands
 
     add_data_commands(sub)
+    from oodrec.cli_bench import add_bench_commands
+
+    add_bench_commands(sub)
     return parser
 
 

@@ -172,8 +172,7 @@ def parse_grid(data: Any, source: str = "<grid>") -> GridSpec:
     except ConfigError as exc:
         raise _fail(source, str(exc)) from None
     methods = tuple(
-        _parse_method(m, i, source)
-        for i, m in enumerate(_as_list(data.get("methods")))
+        _parse_method(m, i, source) for i, m in enumerate(_as_list(data.get("methods")))
     )
     datasets = tuple(str(d) for d in _as_list(data.get("datasets")))
     seeds_raw = _as_list(data.get("seeds"))

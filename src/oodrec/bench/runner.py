@@ -9,22 +9,17 @@ point. Before anything runs, each run directory is checked against the run's res
 * same config, no ``record.json``: resumed from its last checkpoint (``train(resume=True)``);
 * different config: an error naming the differing keys, unless ``force`` (then it is rerun).
 
-Executors: ``local`` runs in this process (one worker) or in a pool of spawned worker processes
-(one per GPU by default when the runs use CUDA, each pinned to its GPU; torch threads per worker
-``max(1, cores // workers)``); ``ray`` submits each run as a Ray task with ``num_cpus`` /
-``num_gpus`` resources. Ray is imported only by the Ray executor.
+Executors (``bench.executors``): ``local`` (this process, or a pool of spawned workers) and
+``ray`` (one Ray task per run).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import threading
 import time
 import traceback
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -233,169 +228,7 @@ def execute_job(job: Job) -> RunOutcome:
         return RunOutcome(job.run.name, "failed", time.perf_counter() - t0, text)
 
 
-# --------------------------------------------------------------------------- executors
-
-
-class GridProgress:
-    """A tqdm bar over the runs of a grid (skipped runs counted as done).
-
-    Args:
-        total: number of runs in the grid.
-        skipped: runs already finished.
-        show: draw the bar (off: counting only).
-    """
-
-    def __init__(self, total: int, skipped: int, show: bool) -> None:
-        from tqdm import tqdm
-
-        self.counts: Counter[str] = Counter(skipped=skipped)
-        self.bar = tqdm(total=total, initial=skipped, desc="runs", unit="run", disable=not show)
-        self.bar.set_postfix(self.counts)
-
-    def update(self, outcome: RunOutcome) -> RunOutcome:
-        """Count ``outcome`` and advance the bar; returns it."""
-        self.counts[outcome.status] += 1
-        self.bar.set_postfix(self.counts)
-        self.bar.update(1)
-        return outcome
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _cuda_devices(jobs: list[Job]) -> list[int]:
-    """GPU indices to pin workers to: all GPUs when the runs use plain ``cuda``, else none."""
-    devices = {j.run.config.train.device for j in jobs}
-    if not any(d.startswith("cuda") for d in devices) or any(
-        d.startswith("cuda:") for d in devices
-    ):
-        return []  # CPU runs, or explicit cuda:N devices that must not be remapped
-    import torch
-
-    return list(range(torch.cuda.device_count()))
-
-
-def _watch_parent(parent_pid: int) -> None:
-    # A worker whose parent was killed (even by SIGKILL) exits instead of writing on.
-    while os.getppid() == parent_pid:
-        time.sleep(0.5)
-    os._exit(1)
-
-
-def _init_worker(threads: int, gpu_queue: Any, parent_pid: int) -> None:
-    """Worker set-up: pin one GPU (before CUDA starts), set torch threads, watch the parent."""
-    gpu = gpu_queue.get()
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    import torch
-
-    torch.set_num_threads(threads)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-
-
-def run_local(jobs: list[Job], workers: int | None, progress: GridProgress) -> list[RunOutcome]:
-    """Run jobs in this process (one worker, no GPU pinning) or in a spawned process pool.
-
-    Args:
-        jobs: planned jobs.
-        workers: worker processes (``None``: one per GPU when the runs use CUDA, else 1).
-        progress: the grid's progress bar.
-
-    Returns:
-        One outcome per job, in completion order.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
-
-    if not jobs:
-        return []
-    gpus = _cuda_devices(jobs)
-    n = max(1, min(workers or max(1, len(gpus)), len(jobs)))
-    if n == 1 and not gpus:
-        return [progress.update(execute_job(job)) for job in jobs]
-    threads = max(1, (os.cpu_count() or 1) // n)
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    for i in range(n):
-        queue.put(gpus[i % len(gpus)] if gpus else None)
-    logger.info("%d worker(s), %d torch thread(s) each, GPUs %s", n, threads, gpus or "none")
-    outcomes = []
-    with ProcessPoolExecutor(
-        n, mp_context=ctx, initializer=_init_worker, initargs=(threads, queue, os.getpid())
-    ) as pool:
-        futures = {pool.submit(execute_job, job): job for job in jobs}
-        for fut in as_completed(futures):
-            try:
-                outcome = fut.result()
-            except BrokenProcessPool as exc:
-                outcome = RunOutcome(futures[fut].run.name, "failed", error=f"worker died: {exc}")
-            outcomes.append(progress.update(outcome))
-    return outcomes
-
-
-def _ray_task(job: Job, threads: int) -> RunOutcome:
-    import torch
-
-    torch.set_num_threads(threads)
-    return execute_job(job)
-
-
-def run_ray(
-    jobs: list[Job], address: str | None, cpus_per_run: int, progress: GridProgress
-) -> list[RunOutcome]:
-    """Submit each job as a Ray task (``num_cpus=cpus_per_run``, one GPU for CUDA runs).
-
-    Connects to ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``) or starts a local
-    instance; an already initialised Ray session is reused. Workers must see the same file
-    system (run directories and data) as this process.
-
-    Args:
-        jobs: planned jobs.
-        address: Ray cluster address; ``None`` starts (or reuses) a local instance.
-        cpus_per_run: CPUs reserved per run (also its torch threads).
-        progress: the grid's progress bar.
-
-    Returns:
-        One outcome per job, in completion order.
-
-    Raises:
-        ConfigError: Ray is not installed.
-    """
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(RAY_MISSING) from None
-    if not jobs:
-        return []
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"logging_level": logging.WARNING}
-        if address is None:
-            kwargs["include_dashboard"] = False
-        ray.init(address=address, **kwargs)
-        started = True
-    try:
-        task = ray.remote(_ray_task)
-        refs = {}
-        for job in jobs:
-            gpus = 1 if job.run.config.train.device.startswith("cuda") else 0
-            ref = task.options(num_cpus=cpus_per_run, num_gpus=gpus).remote(job, cpus_per_run)
-            refs[ref] = job
-        outcomes = []
-        pending = list(refs)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                try:
-                    outcome = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - a lost worker fails one run
-                    outcome = RunOutcome(refs[ref].run.name, "failed", error=repr(exc))
-                outcomes.append(progress.update(outcome))
-        return outcomes
-    finally:
-        if started:
-            ray.shutdown()
+# --------------------------------------------------------------------------- the grid
 
 
 def run_grid(
@@ -434,6 +267,8 @@ def run_grid(
             import ray  # noqa: F401 - fail before planning when Ray is missing
         except ImportError:
             raise ConfigError(RAY_MISSING) from None
+    from oodrec.bench.executors import GridProgress, run_local, run_ray
+
     todo, skipped = plan_grid(runs, force, grid)
     progress = GridProgress(len(runs), len(skipped), show_progress)
     done = [RunOutcome(j.run.name, "skipped") for j in skipped]
@@ -456,6 +291,4 @@ __all__ = [
     "plan_grid",
     "plan_run",
     "run_grid",
-    "run_local",
-    "run_ray",
 ]

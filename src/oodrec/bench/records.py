@@ -1,0 +1,212 @@
+"""Finished runs as data: read ``record.json``, ``epochs.jsonl`` and ``bench.json`` of run dirs.
+
+Reports and figures read only these files (and, for per-item-bucket figures, the best
+checkpoint), so they can be rebuilt without retraining.
+
+Method labels: the ``method`` of ``bench.json`` when the grid wrote one, else the sampler name
+plus the options that differ from the sampler's defaults, e.g. ``cnsdiff[mode=causal]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ABLATION_KEYS = ("mixup", "align", "causal")
+"""CNSDiff ablation switches (False = the component is removed)."""
+BETA_KEYS = ("initial_alpha", "initial_beta", "final_alpha", "final_beta")
+"""CNSDiff mix-ratio Beta schedule endpoints."""
+
+
+def option_defaults(sampler: str) -> dict[str, Any] | None:
+    """Default option values of a registered sampler (``None`` for an unknown name)."""
+    from oodrec.samplers import SAMPLERS
+
+    if sampler not in SAMPLERS:
+        return None
+    cls = SAMPLERS.get(sampler).Options
+    if cls is type(None):
+        return {}
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def non_default_options(sampler: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options whose value differs from the sampler's default, sorted by key."""
+    defaults = option_defaults(sampler) or {}
+    return {
+        k: options[k] for k in sorted(options) if k not in defaults or defaults[k] != options[k]
+    }
+
+
+def derived_label(sampler: str, options: dict[str, Any]) -> str:
+    """``sampler[key=value,...]`` with the non-default options (just ``sampler`` if none)."""
+    extra = non_default_options(sampler, options)
+    if not extra:
+        return sampler
+    return f"{sampler}[{','.join(f'{k}={v}' for k, v in extra.items())}]"
+
+
+@dataclass
+class RunRecord:
+    """One finished run.
+
+    Attributes:
+        path: the run directory.
+        record: ``record.json``.
+        bench: ``bench.json`` (empty when the run was not made by a grid).
+    """
+
+    path: Path
+    record: dict[str, Any]
+    bench: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's resolved config (a plain dict)."""
+        return self.record.get("config", {})
+
+    @property
+    def dataset(self) -> str:
+        """Dataset name."""
+        return str(self.record.get("dataset") or self.config.get("data", {}).get("dataset"))
+
+    @property
+    def sampler(self) -> str:
+        """Sampler name."""
+        return str(self.config.get("sampler", {}).get("name", self.record.get("sampler")))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """Sampler options as given (mode defaults not filled in)."""
+        return dict(self.config.get("sampler", {}).get("options", {}))
+
+    @property
+    def seed(self) -> int:
+        """Run seed."""
+        return int(self.record.get("seed", self.config.get("seed", 0)))
+
+    @property
+    def sweep(self) -> dict[str, Any]:
+        """Sweep point of the run (``bench.json``; empty otherwise)."""
+        return dict(self.bench.get("sweep") or {})
+
+    @property
+    def selection(self) -> str:
+        """The record's selection label, e.g. ``selected on val``."""
+        return str(self.record.get("selection", {}).get("label", "selection unknown"))
+
+    @property
+    def method(self) -> str:
+        """``bench.json`` method, else the derived sampler label."""
+        return str(self.bench.get("method") or derived_label(self.sampler, self.options))
+
+    @property
+    def label(self) -> str:
+        """Method label plus the run's sweep point, e.g. ``cnsdiff[train.lr=0.001]``."""
+        if not self.sweep:
+            return self.method
+        return f"{self.method}[{','.join(f'{k}={v}' for k, v in self.sweep.items())}]"
+
+    def metric(self, split: str, name: str) -> float | None:
+        """A metric of the selected epoch, or None."""
+        value = self.record.get("metrics", {}).get(split, {}).get(name)
+        return None if value is None else float(value)
+
+    @cached_property
+    def epochs(self) -> list[dict[str, Any]]:
+        """Rows of ``epochs.jsonl`` (a truncated last line is ignored)."""
+        path = self.path / "epochs.jsonl"
+        rows: list[dict[str, Any]] = []
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break
+        return rows
+
+    def family_key(self, free_options: tuple[str, ...]) -> str:
+        """Everything of the config except seed, names, dataset and ``free_options``.
+
+        Runs with equal keys differ only in those (an ablation or sensitivity family).
+        """
+        cfg = json.loads(json.dumps(self.config))
+        for key in ("seed", "name", "out_dir"):
+            cfg.pop(key, None)
+        cfg.get("data", {}).pop("dataset", None)
+        opts = cfg.get("sampler", {}).get("options", {})
+        defaults = option_defaults(self.sampler) or {}
+        for key in list(opts):
+            if key in free_options or (key in defaults and defaults[key] == opts[key]):
+                opts.pop(key)
+        sweep = {k: v for k, v in self.sweep.items() if k.split(".")[-1] not in free_options}
+        return json.dumps([cfg, sweep], sort_keys=True)
+
+
+def load_runs(runs_dir: str | Path) -> list[RunRecord]:
+    """Every finished run below ``runs_dir`` (recursively), sorted by path.
+
+    Args:
+        runs_dir: a directory holding run directories (at any depth) or one run directory.
+
+    Returns:
+        The runs with a readable ``record.json``; unreadable ones are logged and skipped.
+    """
+    runs = []
+    for rec_path in sorted(Path(runs_dir).rglob("record.json")):
+        try:
+            record = json.loads(rec_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            logger.warning("skipping %s: %s", rec_path, exc)
+            continue
+        bench_path = rec_path.parent / "bench.json"
+        bench = json.loads(bench_path.read_text()) if bench_path.is_file() else {}
+        runs.append(RunRecord(rec_path.parent, record, bench))
+    return runs
+
+
+def by_selection(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    """Runs split by selection label (val-selected first), so tables never mix the two."""
+    groups: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(run.selection, []).append(run)
+    if len(groups) > 1:
+        logger.warning(
+            "runs use %d selection rules (%s): each gets its own tables",
+            len(groups),
+            "; ".join(sorted(groups)),
+        )
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0] != "selected on val", kv[0])))
+
+
+def is_main_run(run: RunRecord) -> bool:
+    """True for Table-1 runs: no sweep point and every ablation switch on."""
+    return not run.sweep and all(run.options.get(k, True) is not False for k in ABLATION_KEYS)
+
+
+__all__ = [
+    "ABLATION_KEYS",
+    "BETA_KEYS",
+    "RunRecord",
+    "by_selection",
+    "derived_label",
+    "is_main_run",
+    "load_runs",
+    "non_default_options",
+    "option_defaults",
+]

@@ -1,0 +1,249 @@
+"""Tables from finished runs: Table 1, ablation, runtime and Beta-schedule (alpha/beta).
+
+Reads only ``record.json``, ``epochs.jsonl`` and ``bench.json`` (``records.load_runs``). Every
+table is built for one selection label (val-selected and test-selected runs are never mixed)
+and states that label. Values are mean ± sample std over seeds.
+
+Table 1 (one per split, OOD test and IID test): rows = methods, column groups = datasets,
+columns R@10, R@20, N@10, N@20. It holds the runs without a sweep point and with every ablation
+switch on. Two extra rows compare, per column, the best *target* method (label containing
+``target``, e.g. ``cnsdiff``) with the strongest baseline (every other method): the relative
+improvement in % and the p-value of a paired t-test over their common seeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oodrec.bench.records import RunRecord, by_selection, is_main_run, load_runs
+from oodrec.bench.render import Cell, Table, rank_styles, to_csv, to_latex, to_markdown
+from oodrec.bench.stats import mean_std, paired_ttest
+from oodrec.bench.tables import (
+    METRICS,
+    SHORT,
+    SPLITS,
+    ablation_table,
+    alpha_beta_table,
+    fmt_mean_std,
+    group_by,
+    mean_of,
+    runtime_table,
+    seed_values,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def order_methods(labels: set[str], target: str) -> list[str]:
+    """Baselines alphabetically, then the target's variants."""
+    return sorted(labels, key=lambda m: (is_target(m, target), m))
+
+
+def is_target(label: str, target: str) -> bool:
+    """Whether a method label names the target method (case-insensitive substring)."""
+    return target.lower() in label.lower()
+
+
+# --------------------------------------------------------------------------- Table 1
+
+
+@dataclass
+class _Column:
+    dataset: str
+    metric: str
+    values: dict[str, dict[int, float]] = field(default_factory=dict)  # method -> seed -> v
+
+
+def _comparison(col: _Column, target: str) -> dict:
+    """Best target vs strongest baseline of one column: improvement % and paired p-value."""
+    means = {m: statistics.fmean(v.values()) for m, v in col.values.items() if v}
+    targets = [m for m in means if is_target(m, target)]
+    baselines = [m for m in means if not is_target(m, target)]
+    if not targets or not baselines:
+        return {}
+    best_t = max(targets, key=means.__getitem__)
+    best_b = max(baselines, key=means.__getitem__)
+    imp = (means[best_t] - means[best_b]) / means[best_b] * 100 if means[best_b] else None
+    seeds = sorted(set(col.values[best_t]) & set(col.values[best_b]))
+    p = None
+    if len(seeds) >= 2:
+        a = [col.values[best_t][s] for s in seeds]
+        b = [col.values[best_b][s] for s in seeds]
+        p = paired_ttest(a, b)[1]
+    return {"target": best_t, "baseline": best_b, "improvement": imp, "p": p, "paired": seeds}
+
+
+def table1(runs: list[RunRecord], split: str, target: str) -> Table | None:
+    """Table 1 for one selection label and one split (None without main runs).
+
+    Args:
+        runs: runs of one selection label.
+        split: ``ood_test`` or ``iid_test``.
+        target: name of the proposed method (label substring).
+
+    Returns:
+        The table, with improvement and p-value rows when both target and baselines exist.
+    """
+    main = [r for r in runs if is_main_run(r)]
+    if not main:
+        return None
+    selection = main[0].selection
+    datasets = sorted({r.dataset for r in main})
+    methods = order_methods({r.label for r in main}, target)
+    groups = group_by(main, lambda r: f"{r.dataset}\0{r.label}")
+    cols = [_Column(d, m) for d in datasets for m in METRICS]
+    for col in cols:
+        for method in methods:
+            col.values[method] = seed_values(
+                groups.get(f"{col.dataset}\0{method}", []), split, col.metric
+            )
+    table = Table(
+        title=f"{SPLITS[split]} Recall@K / NDCG@K (mean ± std over seeds)",
+        selection=selection,
+        label_columns=["method"],
+        columns=[SHORT[m] for m in METRICS] * len(datasets),
+        groups=[(d, len(METRICS)) for d in datasets],
+    )
+    styles = [rank_styles([mean_of(col.values[m]) for m in methods]) for col in cols]
+    for i, method in enumerate(methods):
+        row = [Cell(method)]
+        for col, st in zip(cols, styles):
+            vals = col.values[method]
+            row.append(Cell(fmt_mean_std(list(vals.values())) if vals else "–", st[i]))
+            if vals:
+                mean, std = mean_std(list(vals.values()))
+                table.tidy.append(
+                    dict(
+                        table="table1",
+                        selection=selection,
+                        split=split,
+                        dataset=col.dataset,
+                        method=method,
+                        metric=col.metric,
+                        mean=mean,
+                        std=std,
+                        n=len(vals),
+                        seeds=" ".join(map(str, sorted(vals))),
+                        style=st[i],
+                    )
+                )
+        table.rows.append(row)
+    _add_comparison_rows(table, cols, target, selection, split)
+    skipped = len(runs) - len(main)
+    if skipped:
+        table.notes.append(
+            f"{skipped} run(s) with a sweep point or an ablation switch off are "
+            "left out (see the ablation and alpha/beta tables, Figure 4)"
+        )
+    return table
+
+
+def _add_comparison_rows(
+    table: Table, cols: list[_Column], target: str, selection: str, split: str
+) -> None:
+    comps = [_comparison(col, target) for col in cols]
+    if not any(comps):
+        table.notes.append(
+            f"no improvement row: needs a method named like {target!r} and a baseline"
+        )
+        return
+    imp_row, p_row = [Cell("Improv. (%)")], [Cell("p-value")]
+    for col, comp in zip(cols, comps):
+        imp, p = comp.get("improvement"), comp.get("p")
+        imp_row.append(Cell("–" if imp is None else f"{imp:+.2f}%"))
+        p_row.append(Cell("–" if p is None else f"{p:.3g}"))
+        if comp:
+            table.tidy.append(
+                dict(
+                    table="table1",
+                    selection=selection,
+                    split=split,
+                    dataset=col.dataset,
+                    method="improvement_pct",
+                    metric=col.metric,
+                    mean=imp,
+                    target=comp["target"],
+                    baseline=comp["baseline"],
+                    p_value=p,
+                    seeds=" ".join(map(str, comp["paired"])),
+                )
+            )
+    table.rows += [imp_row, p_row]
+    table.notes.append(
+        f"Improv.: best method named like {target!r} vs the strongest other method, per column; "
+        "p-value: two-sided paired t-test over their common seeds (– with fewer than 2)"
+    )
+
+
+# --------------------------------------------------------------------------- report
+
+
+def build_tables(runs: list[RunRecord], target: str = "cnsdiff") -> dict[str, list[Table]]:
+    """All tables by kind (``table1``, ``ablation``, ``alpha_beta``, ``runtime``).
+
+    Args:
+        runs: finished runs (any selection labels; each label gets its own tables).
+        target: the proposed method's name for the improvement rows.
+
+    Returns:
+        Kind -> tables (kinds without any table are left out).
+    """
+    out: dict[str, list[Table]] = {}
+    for _, group in by_selection(runs).items():
+        candidates = {
+            "table1": [table1(group, split, target) for split in SPLITS],
+            "ablation": [ablation_table(group)],
+            "alpha_beta": [alpha_beta_table(group)],
+            "runtime": [runtime_table(group)],
+        }
+        for kind, tables in candidates.items():
+            out.setdefault(kind, []).extend(t for t in tables if t is not None)
+    return {k: v for k, v in out.items() if v}
+
+
+def write_report(runs_dir: str | Path, out_dir: str | Path, target: str = "cnsdiff") -> list[Path]:
+    """Write ``KIND.md``, ``KIND.csv``, ``KIND.tex`` per table kind and ``report.md``.
+
+    Args:
+        runs_dir: directory searched recursively for finished runs.
+        out_dir: output directory (created).
+        target: the proposed method's name for the improvement rows.
+
+    Returns:
+        The written files.
+
+    Raises:
+        RunError: no finished run below ``runs_dir``.
+    """
+    from oodrec.errors import RunError
+
+    runs = load_runs(runs_dir)
+    if not runs:
+        raise RunError(f"no finished run (record.json) below {runs_dir}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = build_tables(runs, target)
+    written = []
+    summary = [f"# Benchmark report: {len(runs)} run(s) from {runs_dir}", ""]
+    for kind, kind_tables in tables.items():
+        md = "\n".join(to_markdown(t) for t in kind_tables)
+        for suffix, text in (
+            (".md", md),
+            (".csv", to_csv(kind_tables)),
+            (".tex", "\n".join(to_latex(t) for t in kind_tables)),
+        ):
+            (out / f"{kind}{suffix}").write_text(text)
+            written.append(out / f"{kind}{suffix}")
+        summary += [md]
+    missing = [k for k in ("table1", "ablation", "alpha_beta", "runtime") if k not in tables]
+    summary += [f"- no {k} table: no matching runs" for k in missing]
+    (out / "report.md").write_text("\n".join(summary).rstrip() + "\n")
+    written.append(out / "report.md")
+    logger.info("wrote %d file(s) to %s", len(written), out)
+    return written
+
+
+__all__ = ["build_tables", "is_target", "order_methods", "table1", "write_report"]

@@ -1,0 +1,175 @@
+"""The ``bench`` and ``report`` subcommands (benchmark grids and their tables and figures).
+
+``add_bench_commands(subparsers)`` adds both to the ``oodrec`` parser; each handler takes the
+parsed arguments and returns an exit code. Library errors (``OodrecError``) propagate to
+``oodrec.cli.main``, which prints them without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+BENCH_DESCRIPTION = """\
+Run every (dataset, method, sweep point, seed) of a grid file into OUT/RUN_NAME, each exactly
+as `oodrec train` would (config.yaml, epochs.jsonl, record.json, checkpoints/), plus a
+bench.json naming the run's method and grid. Run names: DATASET-METHOD-seedN[-KEY=VALUE...].
+
+Reruns are cheap: finished runs with the same config are skipped, unfinished ones (killed,
+interrupted) resume from their last checkpoint, and a run directory holding a different
+config is an error unless --force.
+
+grid file keys: base (ExperimentConfig mapping or list of KEY=VALUE), methods (list of
+{name, sampler, options, overrides}), datasets, seeds, sweep (KEY: [values], all
+combinations), out_dir. See configs/smoke.yaml and configs/paper.yaml.
+"""
+
+BENCH_EPILOG = """\
+examples:
+  oodrec bench configs/smoke.yaml                        # tiny simulator grid, under a minute
+  oodrec bench configs/paper.yaml --dry-run              # list runs and what would happen
+  oodrec bench configs/paper.yaml --workers 2 --set train.threads=1
+  oodrec bench configs/paper.yaml --set train.device=cuda          # one worker per GPU
+  oodrec bench configs/paper.yaml --executor ray --address auto    # on a Ray cluster
+  oodrec report runs/paper --out results
+"""
+
+REPORT_DESCRIPTION = """\
+Read the finished runs below RUNS_DIR (record.json, epochs.jsonl, bench.json; best
+checkpoints for Figure 1) and write to OUT: table1 (OOD and IID test R@10/20, N@10/20 per
+method and dataset, mean ± std over seeds, best bold, second underlined, improvement of the
+target method over the strongest baseline with a paired t-test p-value), ablation, alpha_beta
+and runtime tables, each as .md, .csv and .tex, report.md with all tables, and figures/
+(PNG and PDF). Val-selected and test-selected runs get separate tables, each labelled.
+"""
+
+PLOTS_MISSING = "figures need matplotlib: pip install 'oodrec[plots]'"
+
+
+def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``bench`` and ``report`` to the ``oodrec`` subcommands.
+
+    Args:
+        subparsers: the object returned by ``ArgumentParser.add_subparsers``.
+    """
+    p = subparsers.add_parser(
+        "bench",
+        help="run a benchmark grid (resumable; local processes or Ray)",
+        description=BENCH_DESCRIPTION,
+        epilog=BENCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("grid", metavar="GRID.yaml", help="grid file")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="local worker processes (default: one per GPU for CUDA runs, else 1 = in process)",
+    )
+    p.add_argument("--address", help="Ray address (auto, HOST:PORT, ray://HOST:PORT)")
+    p.add_argument("--cpus-per-run", type=int, default=1, help="CPUs per Ray task (default 1)")
+    p.add_argument("--out", help="parent directory of the run directories (default: out_dir)")
+    p.add_argument("--force", action="store_true", help="rerun runs whose saved config differs")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their state only")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override applied to every run, repeatable (train.threads=1)",
+    )
+    p.set_defaults(func=cmd_bench)
+
+    p = subparsers.add_parser(
+        "report",
+        help="tables (Markdown, CSV, LaTeX) and figures from finished runs",
+        description=REPORT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("runs_dir", metavar="RUNS_DIR", help="directory searched for finished runs")
+    p.add_argument("--out", default="results", help="output directory (default results/)")
+    p.add_argument(
+        "--target", default="cnsdiff", help="proposed method's name for the improvement rows"
+    )
+    p.add_argument(
+        "--figures",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="draw figures (default: when matplotlib is installed)",
+    )
+    p.add_argument("--data-dir", help="data directory for re-ranking checkpoints (Figure 1)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Handler of ``oodrec bench``. Returns 0, or 1 when a run failed."""
+    from oodrec.bench.grid import expand_grid, load_grid
+    from oodrec.bench.runner import plan_run, run_grid
+    from oodrec.errors import ConfigError, RunError
+
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    spec = load_grid(args.grid)
+    runs = expand_grid(spec, list(args.set), args.out)
+    out_dir = args.out or spec.out_dir
+    if args.dry_run:
+        for run in runs:
+            try:
+                action = plan_run(run, Path(out_dir) / run.name, args.force)
+            except RunError:
+                action = "CONFLICT"
+            print(f"{action:<9}{run.name}")
+        print(f"{len(runs)} run(s) in {out_dir}")
+        return 0
+    print(f"{len(runs)} run(s) -> {out_dir}", file=sys.stderr)
+    try:
+        outcomes = run_grid(
+            runs,
+            executor=args.executor,
+            workers=args.workers,
+            address=args.address,
+            cpus_per_run=args.cpus_per_run,
+            force=args.force,
+            grid=str(args.grid),
+            show_progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun the same command to continue the grid", file=sys.stderr)
+        return 130
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in failed:
+        last = (o.error or "").strip().splitlines()[-1:] or ["?"]
+        print(f"FAILED {o.name}: {last[0]}", file=sys.stderr)
+    if failed:
+        print("rerun the same command to retry the failed runs", file=sys.stderr)
+        return 1
+    print(f"tables and figures: oodrec report {out_dir}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Handler of ``oodrec report``. Returns 0."""
+    from oodrec.bench.report import write_report
+    from oodrec.errors import ConfigError
+
+    out = Path(args.out)
+    written = write_report(args.runs_dir, out, target=args.target)
+    if args.figures is not False:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            if args.figures:
+                raise ConfigError(PLOTS_MISSING) from None
+            print(f"figures skipped: {PLOTS_MISSING}", file=sys.stderr)
+        else:
+            from oodrec.bench.plots import write_figures
+
+            written += write_figures(args.runs_dir, out / "figures", data_dir=args.data_dir)
+    for path in written:
+        print(path)
+    return 0

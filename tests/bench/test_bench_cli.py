@@ -1,0 +1,122 @@
+"""`oodrec bench` + `oodrec report` end to end on CPU, and resuming a killed grid."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from oodrec.cli import main
+
+SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_smoke_bench_then_report(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["-q", "bench", str(SMOKE), "--out", str(runs)]) == 0
+    assert "4 finished" in capsys.readouterr().out
+    names = sorted(p.name for p in runs.iterdir())
+    assert names == [f"synthetic-{m}-seed{s}" for m in ("cnsdiff", "rns") for s in (1, 2)]
+    for name in names:
+        assert {"config.yaml", "bench.json", "record.json", "epochs.jsonl", "per_user.pt"} <= {
+            p.name for p in (runs / name).iterdir()
+        }
+    # a rerun skips everything; a changed config is refused unless --force
+    assert main(["-q", "bench", str(SMOKE), "--out", str(runs)]) == 0
+    assert "4 skipped" in capsys.readouterr().out
+    assert main(["-q", "bench", str(SMOKE), "--out", str(runs), "--set", "train.lr=0.02"]) == 2
+    assert "different config: train.lr (0.01 -> 0.02)" in capsys.readouterr().err
+    out = tmp_path / "results"
+    figures = "--figures" if _has_matplotlib() else "--no-figures"
+    assert main(["-q", "report", str(runs), "--out", str(out), figures]) == 0
+    table = (out / "table1.md").read_text()
+    assert "*selected on val*" in table and "| rns |" in table and "| cnsdiff |" in table
+    assert "Improv. (%)" in table and "p-value" in table
+    assert {"table1.csv", "table1.tex", "runtime.md", "report.md"} <= {
+        p.name for p in out.iterdir()
+    }
+    if _has_matplotlib():
+        made = {p.name for p in (out / "figures").iterdir()}
+        assert {"fig1_synthetic.png", "fig1_synthetic.pdf", "fig5_synthetic.png"} <= made
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_killed_bench_resumes_without_redoing_finished_runs(tmp_path):
+    grid = yaml.safe_load(SMOKE.read_text())
+    # the cnsdiff runs last long enough (20 epochs) to be cut by the kill
+    grid["methods"][1]["overrides"] = ["train.epochs=20"]
+    grid["out_dir"] = str(tmp_path / "runs")
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    runs = tmp_path / "runs"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "oodrec.cli", "-q", "bench", str(path)]
+    proc = subprocess.Popen(
+        [*cmd, "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 120
+    workers: set[int] = set()
+    while time.time() < deadline and not list(runs.glob("*/record.json")):
+        workers |= set(_children(proc.pid))
+        if proc.poll() is not None:
+            pytest.fail(f"bench ended before it could be killed: {proc.stderr.read().decode()}")
+        time.sleep(0.02)
+    workers |= set(_children(proc.pid))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # the pool's workers notice their parent is gone and exit instead of writing on
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers)
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/record.json")}
+    assert 1 <= len(finished) < 4
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"{len(finished)} skipped" in out.stdout
+    after = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/record.json")}
+    assert len(after) == 4
+    assert {name: after[name] for name in finished} == finished

@@ -1,0 +1,139 @@
+"""Grid specs: YAML validation, cartesian expansion, run names and resolved configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from oodrec.bench.grid import expand_grid, load_grid, parse_grid, run_name
+from oodrec.config import ExperimentConfig
+from oodrec.errors import ConfigError
+
+SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
+PAPER = Path(__file__).parents[2] / "configs" / "paper.yaml"
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+GRID = {
+    "out_dir": "runs/x",
+    "base": {"train": {"epochs": 3, "lr": 0.05}},
+    "methods": [
+        {"name": "rns", "sampler": "rns"},
+        {"name": "cf", "sampler": "cnsdiff", "options": {"mode": "code_faithful"}},
+        {"name": "dns-slow", "sampler": "dns", "overrides": ["train.lr=0.001"]},
+    ],
+    "datasets": ["food", "yelp2018"],
+    "seeds": [1, 2],
+    "sweep": {"model.num_layers": [1, 3], "train.batch_size": [64, 128]},
+}
+
+
+def test_cartesian_product_names_and_configs(tmp_path):
+    runs = expand_grid(load_grid(_write(tmp_path, GRID)))
+    assert len(runs) == 2 * 3 * 2 * 2 * 2
+    names = [r.name for r in runs]
+    assert len(set(names)) == len(names)
+    assert names[0] == "food-rns-seed1-model.num_layers=1-train.batch_size=64"
+    assert names[-1] == "yelp2018-dns-slow-seed2-model.num_layers=3-train.batch_size=128"
+    by_name = {r.name: r for r in runs}
+    run = by_name["yelp2018-cf-seed2-model.num_layers=3-train.batch_size=64"]
+    name, cfg = run  # unpacks as (run_name, ExperimentConfig)
+    assert isinstance(cfg, ExperimentConfig) and name == cfg.name == run.name
+    assert cfg.data.dataset == "yelp2018" and cfg.seed == 2 and cfg.out_dir == "runs/x"
+    assert cfg.model.num_layers == 3 and cfg.train.batch_size == 64 and cfg.train.epochs == 3
+    assert cfg.sampler.name == "cnsdiff" and cfg.sampler.options == {"mode": "code_faithful"}
+    assert cfg.train.l2_form == "selfrec"  # implied by code_faithful
+    assert run.method == "cf" and run.sweep == {"model.num_layers": 3, "train.batch_size": 64}
+    slow = by_name["food-dns-slow-seed1-model.num_layers=1-train.batch_size=64"].config
+    assert slow.train.lr == 0.001 and by_name[names[0]].config.train.lr == 0.05
+
+
+def test_sampler_option_sweep_and_extra_overrides(tmp_path):
+    data = dict(GRID, methods=[{"name": "cnsdiff", "sampler": "cnsdiff"}], datasets=["food"])
+    data["sweep"] = {"sampler.initial_alpha": [1.0, 2.0]}
+    runs = expand_grid(parse_grid(data), ["train.threads=1"], out_dir="elsewhere")
+    assert [r.name for r in runs] == [
+        "food-cnsdiff-seed1-sampler.initial_alpha=1.0",
+        "food-cnsdiff-seed2-sampler.initial_alpha=1.0",
+        "food-cnsdiff-seed1-sampler.initial_alpha=2.0",
+        "food-cnsdiff-seed2-sampler.initial_alpha=2.0",
+    ]
+    assert runs[2].config.sampler.options == {"initial_alpha": 2.0}
+    assert all(r.config.train.threads == 1 and r.config.out_dir == "elsewhere" for r in runs)
+
+
+def test_base_as_override_list_and_plain_method_names():
+    spec = parse_grid(
+        {"base": ["train.epochs=2"], "methods": ["rns", "dns"], "datasets": ["d/x"], "seeds": [0]}
+    )
+    runs = expand_grid(spec)
+    assert [r.name for r in runs] == ["x-rns-seed0", "x-dns-seed0"]
+    assert runs[1].config.train.epochs == 2 and runs[1].config.sampler.name == "dns"
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"sweeps": {}}, "unknown key(s) sweeps"),
+        ({"methods": [{"name": "a", "sampler": "rns", "option": {}}]}, "methods[0]"),
+        ({"base": {"train": {"epoch": 3}}}, "base.train.epoch"),
+        ({"methods": [{"name": "a", "sampler": "rnss"}]}, "Did you mean 'rns'"),
+        ({"methods": [{"name": "a", "sampler": "dns", "options": {"bogus": 1}}]}, "bogus"),
+        ({"methods": ["rns", {"name": "rns", "sampler": "dns"}]}, "duplicate method"),
+        ({"seeds": []}, "'seeds' must be a non-empty list"),
+        ({"sweep": {"train.nope": [1]}}, "train.nope"),
+    ],
+)
+def test_errors_name_the_file(tmp_path, change, needle):
+    path = _write(tmp_path, dict(GRID, **change))
+    with pytest.raises(ConfigError) as exc:
+        expand_grid(load_grid(path))
+    assert str(path) in str(exc.value) and needle in str(exc.value)
+
+
+def test_run_name_is_filesystem_safe():
+    assert (
+        run_name("/data/my set", "m", 3, {"a.b": "x/y", "c": True})
+        == "my_set-m-seed3-a.b=x_y-c=true"
+    )
+
+
+def test_shipped_grids_expand():
+    smoke = expand_grid(load_grid(SMOKE))
+    assert len(smoke) == 4 and {r.method for r in smoke} == {"rns", "cnsdiff"}
+    assert all(r.config.train.threads == 1 and r.config.train.epochs == 2 for r in smoke)
+    paper = expand_grid(load_grid(PAPER))
+    assert {r.dataset for r in paper} == {"food", "yelp2018", "yahoo_r3", "coat", "food_drgnn"}
+    from oodrec.samplers import SAMPLERS
+
+    assert {r.config.sampler.name for r in paper} == set(SAMPLERS.names())  # every sampler
+    modes = {
+        r.config.sampler.options.get("mode") for r in paper if r.config.sampler.name == "cnsdiff"
+    }
+    assert modes == {"code_faithful", "paper", "causal"}
+    assert len({r.seed for r in paper}) == 5
+
+
+def test_gpu_pinning_only_for_plain_cuda_runs(monkeypatch, tmp_path):
+    import torch
+
+    from oodrec.bench.executors import _cuda_devices
+    from oodrec.bench.runner import plan_grid
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    data = dict(GRID, sweep={}, datasets=["food"], seeds=[1])
+
+    def jobs(device: str):
+        runs = expand_grid(parse_grid(data), [f"train.device={device}"], out_dir=str(tmp_path))
+        return plan_grid(runs)[0]
+
+    assert _cuda_devices(jobs("cuda")) == [0, 1]
+    assert _cuda_devices(jobs("cpu")) == []
+    assert _cuda_devices(jobs("cuda:1")) == []  # explicit devices are not remapped

@@ -1,0 +1,134 @@
+"""Report tables on hand-made records with known numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from oodrec.bench.records import derived_label, load_runs
+from oodrec.bench.report import build_tables, write_report
+from oodrec.bench.stats import paired_ttest, regularized_beta
+from oodrec.errors import RunError
+
+from .helpers import write_run
+
+# OOD / IID values per seed (all four metrics equal): the best is cnsdiff, then dns, then rns.
+VALUES = {"rns": (0.10, 0.12, 0.14), "dns": (0.20, 0.21, 0.25), "cnsdiff": (0.23, 0.25, 0.30)}
+# cnsdiff - dns = (0.03, 0.04, 0.05): t = 0.04 / (0.01 / sqrt 3); df = 2 has a closed form.
+T = 0.04 / (0.01 / math.sqrt(3))
+P = 1 - T / math.sqrt(T * T + 2)
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    root = tmp_path / "runs"
+    for sampler, values in VALUES.items():
+        for seed, value in enumerate(values, start=1):
+            write_run(
+                root / "grid",
+                f"food-{sampler}-seed{seed}",
+                sampler=sampler,
+                seed=seed,
+                value=value,
+                method=sampler,
+            )
+    # a test-selected run must never be mixed into the val-selected tables
+    write_run(root, "food-rns-testsel", sampler="rns", seed=1, value=0.9876, select_on="ood_test")
+    # ablation variants and Beta-schedule variants of cnsdiff (not in Table 1)
+    for seed in (1, 2):
+        write_run(
+            root,
+            f"abl-mixup-{seed}",
+            sampler="cnsdiff",
+            options={"mixup": False},
+            seed=seed,
+            value=0.05,
+        )
+        write_run(
+            root,
+            f"abl-align-{seed}",
+            sampler="cnsdiff",
+            options={"align": False},
+            seed=seed,
+            value=0.06,
+        )
+        for alpha in (2.0, 3.0):
+            write_run(
+                root,
+                f"beta-{alpha}-{seed}",
+                sampler="cnsdiff",
+                options={"initial_alpha": alpha},
+                seed=seed,
+                value=alpha / 10,
+                method="cnsdiff",
+                sweep={"sampler.initial_alpha": alpha},
+            )
+    return root
+
+
+def test_pure_python_t_test_matches_closed_form_and_scipy():
+    a, b = VALUES["cnsdiff"], VALUES["dns"]
+    t, p = paired_ttest(a, b, use_scipy=False)
+    assert t == pytest.approx(T) and p == pytest.approx(P, rel=1e-9)
+    pytest.importorskip("scipy")
+    assert paired_ttest(a, b) == pytest.approx((t, p), rel=1e-9)
+    assert paired_ttest([1, 2], [1, 2]) == (0.0, 1.0)
+    assert regularized_beta(2.0, 3.0, 0.4) == pytest.approx(0.5248)  # 1 - sum_{k<2} Bin(4, .4)
+
+
+def test_table1_markdown_and_latex(runs_dir, tmp_path):
+    out = tmp_path / "results"
+    write_report(runs_dir, out, target="cnsdiff")
+    md = (out / "table1.md").read_text()
+    val_part, test_part = md.split("TEST-SELECTED on ood_test", 1)
+    assert "*selected on val*" in val_part and "0.9876" not in val_part
+    assert "0.9876" in test_part
+    ood = val_part.split("### IID test")[0]
+    assert "| **0.2600 ± 0.0361** |" in ood  # cnsdiff: best, bold
+    assert "| <u>0.2200 ± 0.0265</u> |" in ood  # dns: second, underlined
+    assert "| 0.1200 ± 0.0200 |" in ood  # rns
+    assert "| Improv. (%) | +18.18% |" in ood  # (0.26 - 0.22) / 0.22
+    assert f"| p-value | {P:.3g} |" in ood
+    # rows: baselines first, then the target; sweep and ablation runs are left out
+    lines = [ln.split(" | ")[0] for ln in ood.splitlines() if ln.startswith("| ")]
+    assert lines[1:6] == ["| dns", "| rns", "| cnsdiff", "| Improv. (%)", "| p-value"]
+    tex = (out / "table1.tex").read_text()
+    assert r"\textbf{0.2600 $\pm$ 0.0361}" in tex and r"\underline{0.2200 $\pm$ 0.0265}" in tex
+    assert r"\multicolumn{4}{c}{food}" in tex and "TEST-SELECTED on ood\\_test" in tex
+    csv = (out / "table1.csv").read_text().splitlines()
+    assert csv[0].startswith("table,selection,split,dataset,method,metric,mean,std,n,seeds,style")
+    imp = [r for r in csv if "improvement_pct" in r and ",ood_test," in r and "recall@20" in r]
+    assert len(imp) == 1 and ",cnsdiff,dns," in imp[0]
+
+
+def test_ablation_alpha_beta_and_runtime_tables(runs_dir):
+    tables = build_tables(load_runs(runs_dir), target="cnsdiff")
+    assert {t.selection for t in tables["table1"]} == {
+        "selected on val",
+        "TEST-SELECTED on ood_test",
+    }
+    (abl,) = tables["ablation"]
+    rows = {(r[0].text, r[1].text): r[2].text for r in abl.rows}
+    assert rows[("cnsdiff", "full")] == "0.2600 ± 0.0361"
+    assert rows[("cnsdiff", "w/o mixup")] == "0.0500 ± 0.0000"
+    assert rows[("cnsdiff", "w/o align")] == "0.0600 ± 0.0000"
+    (ab,) = tables["alpha_beta"]
+    variants = [r[1].text for r in ab.rows]
+    assert (
+        "(2, preset) → (preset, preset)" in variants
+        and "(3, preset) → (preset, preset)" in variants
+    )
+    best = [r for r in ab.rows if r[1].text.startswith("(3,")][0][2]
+    assert best.style == "best" and best.text == "0.3000 ± 0.0000"
+    runtime = {(r[0].text, r[1].text): r for r in tables["runtime"][0].rows}
+    row = runtime[("dns", "food")]
+    assert [c.text for c in row[2:]] == ["cpu", "x86_64", "2", "2.x", "3", "2.000", "–"]
+
+
+def test_derived_labels_and_empty_dir(tmp_path):
+    assert derived_label("cnsdiff", {"mode": "paper"}) == "cnsdiff"
+    assert derived_label("cnsdiff", {"mode": "causal", "steps": 20}) == "cnsdiff[mode=causal]"
+    assert derived_label("unknown", {"x": 1}) == "unknown[x=1]"
+    with pytest.raises(RunError, match="no finished run"):
+        write_report(tmp_path, tmp_path / "out")
