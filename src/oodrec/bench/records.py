@@ -17,6 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from oodrec.train.runs import RunDir
+
 logger = logging.getLogger(__name__)
 
 ABLATION_KEYS = ("mixup", "align", "causal")
@@ -128,17 +130,7 @@ class RunRecord:
     @cached_property
     def epochs(self) -> list[dict[str, Any]]:
         """Rows of ``epochs.jsonl`` (a truncated last line is ignored)."""
-        path = self.path / "epochs.jsonl"
-        rows: list[dict[str, Any]] = []
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break
-        return rows
+        return RunDir(self.path).read_epochs()
 
     def family_key(self, free_options: tuple[str, ...]) -> str:
         """Everything of the config except seed, names, dataset and ``free_options``.

@@ -135,17 +135,39 @@ def uniform_items(
         Long tensor [B] or [B, K].
     """
     shape = (users.numel(),) if num is None else (users.numel(), num)
-    cand = torch.randint(num_items, shape, generator=gen, device=users.device)
+
+    def draw(size: tuple[int, ...]) -> torch.Tensor:
+        return torch.randint(num_items, size, generator=gen, device=users.device)
+
+    return redraw_collisions(users, draw(shape), draw, positives, max_rounds)
+
+
+def redraw_collisions(
+    users: torch.Tensor,
+    cand: torch.Tensor,
+    draw,
+    positives: PositiveIndex | None,
+    max_rounds: int = 100,
+) -> torch.Tensor:
+    """Replace candidates that are training positives by fresh draws, re-checking only the
+    redrawn entries each round (RecBole's fast path).
+
+    Args:
+        users: [B] user ids.
+        cand: [B] or [B, K] candidate item ids (modified in place).
+        draw: ``draw((n,)) -> [n]`` new item ids.
+        positives: the training pairs; ``None`` returns ``cand`` unchanged.
+        max_rounds: cap on redraw rounds (a user who has every item cannot be served).
+    """
     if positives is None:
         return cand
-    # Re-check only the entries redrawn in the previous round.
     flat = cand.view(-1)
-    row_users = users if num is None else users.repeat_interleave(num)
+    row_users = users if cand.dim() == 1 else users.repeat_interleave(cand.shape[1])
     bad = torch.nonzero(positives.contains(users, cand).view(-1)).squeeze(1)
     for _ in range(max_rounds):
         if bad.numel() == 0:
             break
-        new = torch.randint(num_items, (bad.numel(),), generator=gen, device=users.device)
+        new = draw((bad.numel(),))
         flat[bad] = new
         bad = bad[positives.contains(row_users[bad], new)]
     else:

@@ -15,6 +15,7 @@ from oodrec.samplers.base import (
     PositiveIndex,
     SamplerContext,
     TripletBatch,
+    redraw_collisions,
 )
 
 logger = logging.getLogger(__name__)
@@ -86,24 +87,7 @@ def popularity_items(
         # First index with cdf > u: zero-weight items (empty intervals) are never returned.
         return torch.searchsorted(cdf, u, right=True).clamp_max(last)
 
-    cand = draw(shape)
-    if positives is None:
-        return cand
-    n_bad = 0
-    for _ in range(max_rounds):
-        bad = positives.contains(users, cand)
-        n_bad = int(bad.sum())
-        if n_bad == 0:
-            return cand
-        cand[bad] = draw((n_bad,))
-    n_bad = int(positives.contains(users, cand).sum())
-    if n_bad:
-        logger.warning(
-            "%d popularity negatives still collide with positives after %d rounds",
-            n_bad,
-            max_rounds,
-        )
-    return cand
+    return redraw_collisions(users, draw(shape), draw, positives, max_rounds)
 
 
 class PopularitySampler(NegativeSampler):
