@@ -24,7 +24,7 @@ from oodrec.data.dataset import load_dataset
 from oodrec.samplers import SAMPLERS
 from oodrec.train.loop import Trainer
 
-DEFAULT_SAMPLERS = ("rns", "dns", "mixgcf", "ahns", "pns")
+DEFAULT_SAMPLERS = ("rns", "dns", "mixgcf", "ahns", "pns", "dmns", "cnsdiff")
 
 
 def time_sampler(

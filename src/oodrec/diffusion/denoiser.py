@@ -30,8 +30,8 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 _BITS = {}
 
 
-def keep_mask(shape: torch.Size, p: float, gen: torch.Generator | None, device) -> torch.Tensor:
-    """Float mask of kept entries scaled by 1 / (1 - p) (inverted dropout), drawn from ``gen``.
+def keep_bits(shape: torch.Size, p: float, gen: torch.Generator | None, device) -> torch.Tensor:
+    """Boolean mask of the entries dropout keeps (probability 1 - p), drawn from ``gen``.
 
     For p = 0.5 every random byte gives 8 mask bits, several times faster on CPU than
     ``bernoulli_``, which draws one random number per entry.
@@ -46,9 +46,13 @@ def keep_mask(shape: torch.Size, p: float, gen: torch.Generator | None, device) 
         if key not in _BITS:
             _BITS[key] = 2 ** torch.arange(8, dtype=torch.uint8, device=device)
         bits = (raw.unsqueeze(1) & _BITS[key]) != 0  # [n_bytes, 8]
-        return bits.view(-1)[:numel].view(shape).float() * 2.0
-    keep = torch.rand(shape, generator=gen, device=device) >= p
-    return keep.float() / (1.0 - p)
+        return bits.view(-1)[:numel].view(shape)
+    return torch.rand(shape, generator=gen, device=device) >= p
+
+
+def keep_mask(shape: torch.Size, p: float, gen: torch.Generator | None, device) -> torch.Tensor:
+    """Float mask of kept entries scaled by 1 / (1 - p) (inverted dropout), drawn from ``gen``."""
+    return keep_bits(shape, p, gen, device).float() / (1.0 - p)
 
 
 def dropout_with(x: torch.Tensor, p: float, gen: torch.Generator | None) -> torch.Tensor:
@@ -155,9 +159,10 @@ class MLPDenoiser(nn.Module):
     def _hidden(self, x, t, env, dropout_gen, dropout_active, time_bias) -> torch.Tensor:
         active = self.training if dropout_active is None else dropout_active
         if self.norm and active and self.p > 0:
-            # normalise and drop out in one multiplication: x * mask / ||x||
+            # normalise and drop out in two passes: where(keep, x * (1 / ||x||) / (1 - p), 0)
             inv = x.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()
-            x = x * (keep_mask(x.shape, self.p, dropout_gen, x.device) * inv)
+            keep = keep_bits(x.shape, self.p, dropout_gen, x.device)
+            x = torch.where(keep, x * (inv / (1.0 - self.p)), 0.0)
         elif self.norm:
             x = F.normalize(x, dim=-1)
         elif active:
@@ -239,8 +244,13 @@ class FiLMDenoiser(nn.Module):
         for layer in [self.time_mlp[0], self.time_mlp[2], *self.film, *self.block, self.out]:
             _xavier_normal_(layer, generator)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        cond = self.time_mlp(timestep_embedding(t, self.time_dim)) + y  # [N, D]
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, y: torch.Tensor) -> torch.Tensor:
+        if isinstance(t, int):
+            # one step for every row (sampling chains): embed the time once
+            tt = torch.tensor([t], device=x.device)
+            cond = self.time_mlp(timestep_embedding(tt, self.time_dim)) + y  # [N, D]
+        else:
+            cond = self.time_mlp(timestep_embedding(t, self.time_dim)) + y  # [N, D]
         act = F.silu(cond)
         h = x
         for film, block in zip(self.film, self.block):

@@ -122,7 +122,7 @@ def code_causal_kl(
 def ancestral_eps_chain(
     sched: DiffusionSchedule,
     x: torch.Tensor,
-    eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    eps_fn: Callable[[torch.Tensor, int], torch.Tensor],
     collect: tuple[int, ...],
     gen: torch.Generator | None = None,
 ) -> dict[int, torch.Tensor]:
@@ -134,22 +134,22 @@ def ancestral_eps_chain(
     Args:
         sched: the schedule.
         x: [N, D] starting noise x_T.
-        eps_fn: ``eps_fn(x_t, t_vector) -> eps_hat``.
+        eps_fn: ``eps_fn(x_t, t) -> eps_hat`` (t: the step, shared by every row).
         collect: steps whose state x_t (after the update that produces it) is returned; the
             state of step t is the output of the reverse step t+1 -> t.
         gen: RNG of the added noise.
 
     Returns:
-        step -> [N, D].
+        step -> [N, D]. The chain stops at the lowest collected step.
     """
     out: dict[int, torch.Tensor] = {}
     steps = sched.steps
     if steps in collect:
         out[steps] = x
     alphas = 1.0 - sched.betas
-    for t in range(steps - 1, -1, -1):
-        tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = eps_fn(x, tt)
+    lowest = min(collect) if collect else 0
+    for t in range(steps - 1, lowest - 1, -1):
+        eps = eps_fn(x, t)
         coef = sched.betas[t] / (1.0 - sched.alphas_cumprod[t]).sqrt()
         x = (x - coef * eps) / alphas[t].sqrt()
         if t > 0:
