@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -154,13 +155,20 @@ def load_runs(runs_dir: str | Path) -> list[RunRecord]:
     """Every finished run below ``runs_dir`` (recursively), sorted by path.
 
     Args:
-        runs_dir: a directory holding run directories (at any depth) or one run directory.
+        runs_dir: a directory holding run directories (at any depth, symbolic links followed,
+            so a report can be assembled from links to runs of several grids) or one run
+            directory.
 
     Returns:
         The runs with a readable ``record.json``; unreadable ones are logged and skipped.
     """
     runs = []
-    for rec_path in sorted(Path(runs_dir).rglob("record.json")):
+    found = [
+        Path(root) / "record.json"
+        for root, _, files in os.walk(runs_dir, followlinks=True)
+        if "record.json" in files
+    ]
+    for rec_path in sorted(found):
         try:
             record = json.loads(rec_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
