@@ -206,7 +206,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from oodrec.data.dataset import load_dataset
     from oodrec.eval.evaluate import Evaluator
-    from oodrec.train.loop import build_model
+    from oodrec.train.build import build_model
     from oodrec.train.runs import RunDir, load_checkpoint
 
     rd = RunDir(args.run_dir)

@@ -81,7 +81,7 @@ def run_bucket_recall(
     from oodrec.data.dataset import load_dataset
     from oodrec.eval.evaluate import Evaluator
     from oodrec.eval.groups import bucket_recall, popularity_buckets
-    from oodrec.train.loop import build_model
+    from oodrec.train.build import build_model
     from oodrec.train.runs import load_checkpoint
 
     cfg = from_dict(ExperimentConfig, run.config)

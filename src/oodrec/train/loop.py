@@ -16,28 +16,22 @@ import torch
 from oodrec import __version__
 from oodrec.config import SPLITS, ExperimentConfig, to_dict
 from oodrec.data.dataset import InteractionDataset
-from oodrec.data.graph import normalized_adjacency
 from oodrec.eval.evaluate import Evaluator, SplitResult
 from oodrec.eval.fhn import negative_diagnostics, true_fhn
 from oodrec.eval.ranking import CSR
-from oodrec.models.base import Recommender
-from oodrec.models.lightgcn import LightGCN
-from oodrec.registry import Registry
 from oodrec.samplers import (
     NegativeSampler,
-    PositiveIndex,
-    SamplerContext,
     TripletBatch,
     build_sampler,
 )
 from oodrec.seeding import derive_seed, make_generator, seed_everything
+from oodrec.train.build import build_model, sampler_context
 from oodrec.train.losses import bpr_loss, l2_loss
 from oodrec.train.runs import RunDir, atomic_save, load_checkpoint
+from oodrec.train.selection import Selector
 
 logger = logging.getLogger(__name__)
 
-MODELS: Registry[type[Recommender]] = Registry("model")
-MODELS.register("lightgcn", LightGCN)
 DIAG_BATCH = 1024
 
 
@@ -60,82 +54,6 @@ class TrainResult:
     history: list[dict[str, Any]]
     stopped_early: bool
     record: dict[str, Any] = field(default_factory=dict)
-
-
-def build_model(
-    cfg: ExperimentConfig, dataset: InteractionDataset, device: torch.device
-) -> Recommender:
-    """The backbone, initialised from the run seed's ``init`` stream."""
-    MODELS.get(cfg.model.name)
-    adj = normalized_adjacency(
-        dataset.train.users, dataset.train.items, dataset.num_users, dataset.num_items
-    ).to(device)
-    gen = make_generator(cfg.seed, "init")
-    model = LightGCN(
-        dataset.num_users,
-        dataset.num_items,
-        cfg.model.emb_dim,
-        cfg.model.num_layers,
-        adj,
-        init=cfg.model.init,
-        generator=gen,
-    )
-    return model.to(device)
-
-
-def sampler_context(
-    cfg: ExperimentConfig, dataset: InteractionDataset, device: torch.device
-) -> SamplerContext:
-    return SamplerContext(
-        num_users=dataset.num_users,
-        num_items=dataset.num_items,
-        positives=PositiveIndex(dataset.train.users, dataset.train.items, dataset.num_items).to(
-            device
-        ),
-        item_degree=dataset.item_degree().to(device),
-        num_epochs=cfg.train.epochs,
-        device=device,
-        emb_dim=cfg.model.emb_dim,
-        dataset=dataset.name,
-        seed=cfg.seed,
-    )
-
-
-class Selector:
-    """Best-epoch bookkeeping: a single metric (higher is better) or the CNSDiff all-four rule."""
-
-    FOUR = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
-
-    def __init__(self, metric: str, rule: str) -> None:
-        self.metric, self.rule = metric, rule
-        self.best: dict[str, float] | None = None
-        self.best_epoch = -1
-        self.bad_evals = 0
-
-    def update(self, means: dict[str, float], epoch: int) -> bool:
-        if self.metric not in means:
-            raise KeyError(f"selection metric {self.metric!r} not computed; have {sorted(means)}")
-        if self.best is None:
-            improved = True
-        elif self.rule == "all_four":
-            improved = all(means[k] >= self.best[k] for k in self.FOUR)
-        else:
-            improved = means[self.metric] > self.best[self.metric]
-        if improved:
-            self.best, self.best_epoch, self.bad_evals = dict(means), epoch, 0
-        else:
-            self.bad_evals += 1
-        return improved
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "bad_evals": self.bad_evals}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.best_epoch, self.bad_evals = (
-            state["best"],
-            state["best_epoch"],
-            state["bad_evals"],
-        )
 
 
 def git_hash() -> str | None:
