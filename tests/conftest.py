@@ -8,6 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Tiny tensors: one intra-op thread avoids OpenMP spin-waits on small, shared CI machines
+# (subprocesses started by the tests inherit the variable).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(1)
+
+
 REAL_DATA = Path(os.environ.get("OODREC_DATA", Path(__file__).parents[2] / "shared" / "data"))
 
 

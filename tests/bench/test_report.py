@@ -127,8 +127,8 @@ def test_ablation_alpha_beta_and_runtime_tables(runs_dir):
 
 
 def test_derived_labels_and_empty_dir(tmp_path):
-    assert derived_label("cnsdiff", {"mode": "paper"}) == "cnsdiff"
-    assert derived_label("cnsdiff", {"mode": "causal", "steps": 20}) == "cnsdiff[mode=causal]"
+    assert derived_label("cnsdiff", {"mode": "causal"}) == "cnsdiff"  # the default mode
+    assert derived_label("cnsdiff", {"mode": "paper", "steps": 20}) == "cnsdiff[mode=paper]"
     assert derived_label("unknown", {"x": 1}) == "unknown[x=1]"
     with pytest.raises(RunError, match="no finished run"):
         write_report(tmp_path, tmp_path / "out")
