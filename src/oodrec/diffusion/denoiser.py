@@ -159,10 +159,10 @@ class MLPDenoiser(nn.Module):
     def _hidden(self, x, t, env, dropout_gen, dropout_active, time_bias) -> torch.Tensor:
         active = self.training if dropout_active is None else dropout_active
         if self.norm and active and self.p > 0:
-            # normalise and drop out in two passes: where(keep, x * (1 / ||x||) / (1 - p), 0)
+            # normalise and drop out in one multiplication: x * (mask / ||x||). Measured end to
+            # end, this beats torch.where / masked_fill variants on CPU.
             inv = x.norm(dim=-1, keepdim=True).clamp_min(1e-12).reciprocal()
-            keep = keep_bits(x.shape, self.p, dropout_gen, x.device)
-            x = torch.where(keep, x * (inv / (1.0 - self.p)), 0.0)
+            x = x * (keep_mask(x.shape, self.p, dropout_gen, x.device) * inv)
         elif self.norm:
             x = F.normalize(x, dim=-1)
         elif active:
