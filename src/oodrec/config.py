@@ -331,15 +331,21 @@ def set_path(cfg: Any, key: str, raw: Any, prefix: str = "") -> Any:
         raise ConfigError(f"{full}: {exc}") from None
 
 
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """Parse a YAML file; a missing file or invalid YAML raises ConfigError naming the file."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+
+
 def load_yaml(path: str | Path) -> ExperimentConfig:
     """Load an ExperimentConfig from YAML; unknown keys raise ConfigError naming the file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    data = read_yaml(path)
     try:
         return from_dict(ExperimentConfig, data)
     except ConfigError as exc:

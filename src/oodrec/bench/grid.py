@@ -29,9 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from oodrec.config import ExperimentConfig, apply_overrides, from_dict, set_path
+from oodrec.config import ExperimentConfig, apply_overrides, from_dict, read_yaml, set_path
 from oodrec.errors import ConfigError
 
 GRID_KEYS = ("base", "methods", "datasets", "seeds", "sweep", "out_dir")
@@ -216,13 +214,7 @@ def load_grid(path: str | Path) -> GridSpec:
         ConfigError: missing file, invalid YAML or an invalid spec; the message names the file.
     """
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"grid file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"grid file {path} is not valid YAML: {exc}") from None
-    return parse_grid(data, source=str(path))
+    return parse_grid(read_yaml(path, "grid file"), source=str(path))
 
 
 def _fmt(value: Any) -> str:
