@@ -248,7 +248,7 @@ def cmd_speed(args: argparse.Namespace) -> int:
         trainer._train_epoch(i + 1)
         epochs.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        trainer._evaluate(improved_only=True)
+        trainer._evaluate()
         evals.append(time.perf_counter() - t0)
     import torch
 

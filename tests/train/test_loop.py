@@ -138,3 +138,11 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     rows_b = [json.loads(x) for x in (tmp_path / "full" / "epochs.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows_a] == list(range(8))
     assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
+
+
+def test_lazy_test_evaluation_reports_the_same_figures(tiny_dir):
+    """eval_all_splits=False evaluates the test splits only at improving epochs: same result."""
+    full = _cfg(tiny_dir, epochs=5)
+    lazy = _cfg(tiny_dir, epochs=5, eval_all_splits=False)
+    a, b = (train(c, load_dataset(c.data)) for c in (full, lazy))
+    assert a.metrics == b.metrics and a.best_epoch == b.best_epoch

@@ -115,14 +115,6 @@ class InteractionDataset:
         """Training popularity of every item. Shape [num_items]."""
         return torch.bincount(self.train.items, minlength=self.num_items)
 
-    def user_degree(self) -> torch.Tensor:
-        """Training degree of every user. Shape [num_users]."""
-        return torch.bincount(self.train.users, minlength=self.num_users)
-
-    def train_keys_sorted(self) -> torch.Tensor:
-        """Sorted ``user * num_items + item`` keys of the training positives. Shape [N_train]."""
-        return torch.sort(self.train.keys(self.num_items)).values
-
 
 def _read_role(path: Path, role: str, cfg: DataConfig, report: DataReport) -> Interactions:
     users, items, file_report = read_interactions(path, cfg.on_bad_lines)

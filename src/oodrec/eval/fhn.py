@@ -64,6 +64,6 @@ def true_fhn(users: torch.Tensor, negs, item_emb: torch.Tensor, relevance: torch
         emb = negs.emb if negs.emb.dim() == 3 else negs.emb.unsqueeze(1)  # [B, K, D]
         cos = torch.einsum("bkd,id->bki", F.normalize(emb, dim=-1), F.normalize(item_emb, dim=-1))
         ids = cos.argmax(-1)  # [B, K]
-    if ids.dim() == 1:
-        ids = ids.unsqueeze(1)
-    return float(relevance[users.unsqueeze(1), ids].float().mean())
+    from oodrec.data.synthetic import true_fhn_ratio
+
+    return true_fhn_ratio(users, ids, relevance)

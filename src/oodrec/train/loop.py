@@ -113,6 +113,8 @@ class Trainer:
             dataset.num_users,
         ).to(self.device)
         self.diag_idx = self._diagnostic_pairs()
+        rel = dataset.relevance
+        self.relevance = rel.to(self.device) if rel is not None else None
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.best_eval: dict[str, SplitResult] | None = None
@@ -192,27 +194,17 @@ class Trainer:
             row = negative_diagnostics(
                 batch.users, batch.pos_items, negs.emb, emb.users, emb.items, self.held_out
             )
-            if self.dataset.relevance is not None:
-                row["true_fhn_ratio"] = true_fhn(
-                    batch.users, negs, emb.items, self.dataset.relevance.to(self.device)
-                )
+            if self.relevance is not None:
+                row["true_fhn_ratio"] = true_fhn(batch.users, negs, emb.items, self.relevance)
             rows.append(row)
         out = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
         out.update(sampler_stats)
         return out
 
-    def _evaluate(self, improved_only: bool) -> dict[str, SplitResult]:
+    def _evaluate(self, splits: tuple[str, ...] = SPLITS) -> dict[str, SplitResult]:
         self.model.eval()
         with torch.no_grad():
-            emb = self.model.propagate()
-            sel = self.cfg.train.select_on
-            if self.cfg.train.eval_all_splits:
-                return self.evaluator.evaluate(emb)
-            res = self.evaluator.evaluate(emb, (sel,))
-            if improved_only:
-                rest = tuple(s for s in SPLITS if s != sel)
-                res.update(self.evaluator.evaluate(emb, rest))
-            return res
+            return self.evaluator.evaluate(self.model.propagate(), splits)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -265,10 +257,12 @@ class Trainer:
             row.update(self._diagnostics(epoch))
             if (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs:
                 t1 = time.perf_counter()
-                res = self._evaluate(improved_only=False)
-                improved = self.selector.update(res[tcfg.select_on].means, epoch)
+                sel = tcfg.select_on
+                res = self._evaluate(SPLITS if tcfg.eval_all_splits else (sel,))
+                improved = self.selector.update(res[sel].means, epoch)
                 if improved and not tcfg.eval_all_splits:
-                    res = self._evaluate(improved_only=True)
+                    # the other splits are only needed for the epoch that will be reported
+                    res.update(self._evaluate(tuple(s for s in SPLITS if s != sel)))
                 row["eval_seconds"] = time.perf_counter() - t1
                 for split, r in res.items():
                     row.update({f"{split}/{k}": v for k, v in r.means.items()})
