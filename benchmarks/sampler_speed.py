@@ -1,7 +1,7 @@
 """Seconds per training epoch of each negative sampler on a real dataset, relative to RNS.
 
 Each sampler trains LightGCN (dim 64, 2 layers, batch 2048, Adam lr 0.01) from the same seed;
-only the training epoch is timed (``Trainer._train_epoch``: propagation, sampling, loss,
+only the training epoch is timed (``Trainer.train_epoch``: propagation, sampling, loss,
 backward and step; no evaluation, no diagnostics).
 
 Usage::
@@ -51,7 +51,7 @@ def time_sampler(
     for epoch in range(args.warmup + args.repeats):
         sync()
         t0 = time.perf_counter()
-        last = trainer._train_epoch(epoch)
+        last = trainer.train_epoch(epoch)
         sync()
         if epoch >= args.warmup:
             seconds.append(time.perf_counter() - t0)

@@ -28,10 +28,19 @@ def test_unknown_yaml_key_fails_with_file(tmp_path):
         ("train.lr=abc", r"train\.lr must be a number"),
         ("train.epochs=1.5", r"train\.epochs must be an integer"),
         ("train.select_on=test", r"train\.select_on must be one of"),
-        ("model.foo=1", r"unknown config key 'model.foo'"),
+        ("model.emb_dim=abc", r"model\.emb_dim must be an integer"),
         ("trainlr", r"must look like key=value"),
     ],
 )
 def test_bad_overrides(override, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(ExperimentConfig(), [override])
+
+
+def test_unknown_model_option_is_rejected_before_work():
+    from oodrec.methods import check_method_config
+
+    cfg = apply_overrides(ExperimentConfig(), ["model.foo=1"])
+    assert cfg.model.options == {"foo": 1}
+    with pytest.raises(ConfigError, match=r"model 'lightgcn' takes no options, got \['foo'\]"):
+        check_method_config(cfg)

@@ -27,6 +27,8 @@ examples:
   oodrec datasets                                  # what is in the data directory
   oodrec download food                             # fetch and verify a shipped dataset
   oodrec train --dataset food --sampler rns --epochs 30 --seed 1
+  oodrec train --dataset food --model diffrec --seed 1   # a method that is not LightGCN
+  oodrec models                                    # methods and their options
   oodrec train --dataset yelp2018 --set train.lr=0.001 --set model.num_layers=3
   oodrec train --resume runs/food-rns-seed1        # continue a killed run
   oodrec evaluate runs/food-rns-seed1              # re-evaluate the best checkpoint
@@ -50,7 +52,13 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--dataset", help="registered dataset name or a directory with train.txt, ...")
     g.add_argument("--data-dir", help="data directory (default: $OODREC_DATA or the user cache)")
-    g.add_argument("--sampler", help="negative sampler (see `oodrec samplers`)")
+    g.add_argument(
+        "--model",
+        help="method (default lightgcn; see `oodrec models`); options via --set model.KEY=VALUE",
+    )
+    g.add_argument(
+        "--sampler", help="negative sampler of the lightgcn method (see `oodrec samplers`)"
+    )
     g.add_argument("--epochs", type=int, help="maximum epochs (default 120, early stopping on val)")
     g.add_argument("--seed", type=int, help="run seed (default 2025)")
     g.add_argument("--lr", type=float, help="learning rate (default 0.01)")
@@ -85,6 +93,7 @@ def _build_config(args: argparse.Namespace):
         "data.dataset": args.dataset,
         "data.data_dir": args.data_dir,
         "data.on_bad_lines": args.on_bad_lines,
+        "model.name": args.model,
         "sampler.name": args.sampler,
         "train.epochs": args.epochs,
         "seed": args.seed,
@@ -96,13 +105,19 @@ def _build_config(args: argparse.Namespace):
     if args.no_verify:
         overrides.append("data.verify_checksums=false")
     cfg = apply_overrides(cfg, overrides + list(args.set))
-    # Settings a sampler mode implies go first, so an explicit --set still wins.
-    from oodrec.samplers import sampler_train_overrides
+    from oodrec.errors import ConfigError
+    from oodrec.methods import METHODS, check_method_config, implied_overrides
 
-    implied = sampler_train_overrides(cfg.sampler.name, dict(cfg.sampler.options))
-    explicit = {o.split("=", 1)[0].strip() for o in args.set}
-    implied = [f"{k}={v}" for k, v in implied.items() if k not in explicit]
+    if args.sampler and not METHODS.get(cfg.model.name).takes_sampler:
+        raise ConfigError(
+            f"--sampler {args.sampler} was given, but model {cfg.model.name!r} takes no negative "
+            f"sampler; drop --sampler (samplers go with --model lightgcn)"
+        )
+    # Settings the method or sampler implies go first, so an explicit flag or --set still wins.
+    explicit = {o.split("=", 1)[0].strip() for o in overrides + list(args.set)}
+    implied = [f"{k}={v}" for k, v in implied_overrides(cfg).items() if k not in explicit]
     cfg = apply_overrides(cfg, implied)
+    check_method_config(cfg)
     if getattr(args, "out", None):
         cfg = replace(cfg, out_dir=args.out)
     if getattr(args, "name", None):
@@ -192,7 +207,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     rec = result.record
     print(
-        f"\n{cfg.data.dataset} / {cfg.sampler.name} / seed {cfg.seed}: "
+        f"\n{cfg.data.dataset} / {cfg.method_label()} / seed {cfg.seed}: "
         f"best epoch {rec['best_epoch']} "
         f"of {rec['epochs_run']}{' (early stop)' if rec['stopped_early'] else ''}; "
         f"median {rec['median_epoch_seconds']:.2f} s/epoch"
@@ -202,32 +217,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
+    from oodrec.train.reload import load_run
+    from oodrec.train.selection import selection_label
 
-    from oodrec.data.dataset import load_dataset
-    from oodrec.eval.evaluate import Evaluator
-    from oodrec.train.build import build_model
-    from oodrec.train.runs import RunDir, load_checkpoint
-
-    rd = RunDir(args.run_dir)
-    cfg = rd.load_config()
-    if args.data_dir:
-        cfg = replace(cfg, data=replace(cfg.data, data_dir=args.data_dir))
-    dataset = load_dataset(cfg.data)
-    device = torch.device(cfg.train.device)
-    model = build_model(cfg, dataset, device)
-    state = load_checkpoint(rd.best_ckpt, device)
-    model.load_state_dict(state["model"])
-    model.eval()
-    with torch.no_grad():
-        res = Evaluator(dataset, cfg.eval, device).evaluate(model.propagate())
-    label = (
-        "selected on val"
-        if not cfg.train.test_selected
-        else (f"TEST-SELECTED on {cfg.train.select_on}")
-    )
-    print(f"{rd.path}: best checkpoint (epoch {state['epoch']})")
-    print(_format_table({s: r.means for s, r in res.items()}, label))
+    run = load_run(args.run_dir, data_dir=args.data_dir)
+    res = run.evaluate()
+    print(f"{run.path}: best checkpoint (epoch {run.epoch}, model {run.cfg.method_label()})")
+    print(_format_table({s: r.means for s, r in res.items()}, selection_label(run.cfg.train)))
     return 0
 
 
@@ -241,19 +237,19 @@ def cmd_speed(args: argparse.Namespace) -> int:
     cfg = replace(cfg, train=replace(cfg.train, fhn_batches=0))
     dataset = load_dataset(cfg.data)
     trainer = Trainer(cfg, dataset)
-    trainer._train_epoch(0)  # warm-up
+    trainer.train_epoch(0)  # warm-up
     epochs, evals = [], []
     for i in range(args.repeats):
         t0 = time.perf_counter()
-        trainer._train_epoch(i + 1)
+        trainer.train_epoch(i + 1)
         epochs.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        trainer._evaluate()
+        trainer.evaluate()
         evals.append(time.perf_counter() - t0)
     import torch
 
     print(
-        f"dataset={dataset.name} sampler={cfg.sampler.name} batch={cfg.train.batch_size} "
+        f"dataset={dataset.name} method={cfg.method_label()} batch={cfg.train.batch_size} "
         f"dim={cfg.model.emb_dim} layers={cfg.model.num_layers} device={cfg.train.device} "
         f"threads={torch.get_num_threads()}"
     )
@@ -268,22 +264,53 @@ def cmd_speed(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_samplers(args: argparse.Namespace) -> int:
+def _print_plugins(registry, prefix: str, extra=None) -> None:
+    """Each registered class: first docstring line, paper, then every option with its default
+    and its whole documentation (wrapped, never cut)."""
     import dataclasses
 
     from oodrec.config import config_fields_doc
-    from oodrec.samplers import SAMPLERS
 
-    for name, cls in SAMPLERS.items():
+    for name, cls in registry.items():
         print(f"{name}: {cls.__doc__.strip().splitlines()[0] if cls.__doc__ else ''}")
         if cls.paper:
             print(f"    paper: {cls.paper}")
+        for line in extra(name, cls) if extra else []:
+            print(f"    {line}")
         if cls.Options is not type(None):
             docs = config_fields_doc(cls.Options)
             for f in dataclasses.fields(cls.Options):
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-                doc = textwrap.shorten(docs.get(f.name, ""), 70)
-                print(f"    sampler.{f.name}={default!r:<10} {doc}")
+                head = f"    {prefix}.{f.name}={default!r}"
+                doc = " ".join(docs.get(f.name, "").split())
+                print(head)
+                for line in textwrap.wrap(doc, 88):
+                    print(f"        {line}")
+
+
+def cmd_samplers(args: argparse.Namespace) -> int:
+    from oodrec.samplers import SAMPLERS
+
+    _print_plugins(SAMPLERS, "sampler")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from oodrec.methods import METHODS
+
+    def extra(name, cls):
+        lines = []
+        if cls.takes_sampler:
+            lines.append("takes a negative sampler: --sampler NAME (see `oodrec samplers`); "
+                         "backbone: model.emb_dim, model.num_layers, model.init")
+        else:
+            lines.append("takes no negative sampler")
+        implied = cls.train_overrides({})
+        if implied:
+            lines.append("implies (unless set): " + ", ".join(f"{k}={v}" for k, v in implied.items()))
+        return lines
+
+    _print_plugins(METHODS, "model", extra)
     return 0
 
 
@@ -326,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train one configuration and write a run directory",
-        description="Train a model with a negative sampler. Writes RUN_DIR/config.yaml, "
+        description="Train a method (--model, default lightgcn with --sampler). Writes RUN_DIR/config.yaml, "
         "epochs.jsonl (loss terms, metrics, negative diagnostics, seconds per epoch), "
         "record.json and checkpoints/. Reported test figures are those of the best-val epoch.",
         epilog=EPILOG,
@@ -334,7 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_experiment_args(p)
     p.add_argument("--out", help="parent directory of run directories (default runs/)")
-    p.add_argument("--name", help="run directory name (default DATASET-SAMPLER-seedN)")
+    p.add_argument(
+        "--name",
+        help="run directory name (default DATASET-SAMPLER-seedN for lightgcn, else "
+        "DATASET-MODEL-seedN)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or interrupted run")
     p.set_defaults(func=cmd_train)
@@ -356,6 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("samplers", help="list negative samplers and their options")
     p.set_defaults(func=cmd_samplers)
+
+    p = sub.add_parser(
+        "models",
+        help="list methods (models with their training rule) and their options",
+        description="Every method with its paper and options. Choose one with --model NAME and "
+        "set its options with --set model.KEY=VALUE. lightgcn takes a negative sampler "
+        "(--sampler); the others take none.",
+    )
+    p.set_defaults(func=cmd_models)
 
     from oodrec.cli_data import add_data_commands
 

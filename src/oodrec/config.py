@@ -47,16 +47,23 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Backbone hyperparameters (LightGCN)."""
+    """Which method (a recommender with its training rule), and its hyperparameters.
+
+    ``emb_dim``, ``num_layers`` and ``init`` are the LightGCN backbone's (methods built on
+    LightGCN share them); every other method option lives in ``options`` and is validated against
+    the method's own options dataclass (``oodrec models``).
+    """
 
     name: str = "lightgcn"
-    """Registered model name."""
+    """Registered method name (``oodrec models``)."""
     emb_dim: int = 64
-    """Embedding dimension d."""
+    """Embedding dimension d (LightGCN-based methods)."""
     num_layers: int = 2
     """Number of propagation layers L (the CNSDiff code uses 2)."""
     init: Literal["xavier_uniform", "xavier_normal", "normal"] = "xavier_uniform"
     """Ego-embedding initialisation (``normal`` is N(0, 0.1^2))."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Method-specific options (``model.steps=5``); unknown keys fail when the method is built."""
 
     def __post_init__(self) -> None:
         if self.emb_dim <= 0 or self.num_layers < 0:
@@ -173,10 +180,17 @@ class ExperimentConfig:
     """Run directory name; ``None`` derives one from dataset, sampler and seed."""
 
     def run_name(self) -> str:
+        """``{dataset}-{label}-seed{seed}``; the label is ``method_label`` (model or sampler)."""
         if self.name:
             return self.name
         ds = Path(self.data.dataset).name
-        return f"{ds}-{self.sampler.name}-seed{self.seed}"
+        return f"{ds}-{self.method_label()}-seed{self.seed}"
+
+    def method_label(self) -> str:
+        """What the run compares: the sampler for LightGCN (``rns``, ``cnsdiff``: the names of
+        existing run directories), else the model (``diffrec``). A method that takes no sampler
+        is never named after one."""
+        return self.sampler.name if self.model.name == "lightgcn" else self.model.name
 
 
 # --------------------------------------------------------------------------- (de)serialisation
@@ -311,6 +325,9 @@ def set_path(cfg: Any, key: str, raw: Any, prefix: str = "") -> Any:
         options = dict(cfg.options)
         options[key] = value
         return replace(cfg, options=options)
+    if isinstance(cfg, ModelConfig) and head not in {f.name for f in fields(cfg)}:
+        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        return replace(cfg, options={**cfg.options, key: value})
     if isinstance(cfg, DataConfig) and head == "synthetic" and rest:
         value = yaml.safe_load(raw) if isinstance(raw, str) else raw
         return replace(cfg, synthetic={**cfg.synthetic, rest: value})
@@ -329,6 +346,34 @@ def set_path(cfg: Any, key: str, raw: Any, prefix: str = "") -> Any:
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{full}: {exc}") from None
+
+
+def parse_options(options_cls: type, options: dict[str, Any], owner: str, prefix: str = "") -> Any:
+    """Build the frozen dataclass ``options_cls`` from a mapping, converting each value to the
+    field's declared type; unknown keys raise ConfigError listing the valid ones.
+
+    Args:
+        options_cls: an options dataclass, or ``type(None)`` for "takes no options".
+        options: the mapping (from YAML or ``--set``).
+        owner: named in error messages (``"DiffRec"``, ``"data.synthetic"``).
+        prefix: key prefix in conversion errors (``"model."``).
+    """
+    if options_cls is type(None):
+        if options:
+            raise ConfigError(f"{owner} takes no options, got {sorted(options)}")
+        return None
+    known = {f.name: f for f in fields(options_cls)}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for {owner}; valid: {', '.join(sorted(known))}"
+        )
+    hints = typing.get_type_hints(options_cls)
+    kwargs = {k: convert_value(v, hints[k], f"{prefix}{k}") for k, v in options.items()}
+    try:
+        return options_cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{owner}: {exc}") from None
 
 
 def read_yaml(path: str | Path, what: str = "config file") -> Any:
@@ -391,4 +436,5 @@ __all__ = [
     "load_yaml",
     "dump_yaml",
     "config_fields_doc",
+    "parse_options",
 ]

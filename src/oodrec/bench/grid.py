@@ -9,14 +9,19 @@ A grid file looks like::
       - {name: rns, sampler: rns}
       - {name: cnsdiff-causal, sampler: cnsdiff, options: {mode: causal}}
       - {name: dns-lr, sampler: dns, overrides: [train.lr=0.001]}
+      - {name: diffrec, model: diffrec, options: {steps: 10}}   # a method that is not LightGCN
     datasets: [food, yelp2018]
     seeds: [1, 2, 3]
     sweep:                         # optional: cartesian product over every listed value
       sampler.initial_alpha: [1.0, 2.0]
 
-Each run's config is built in this order: ``base``; ``data.dataset``; the method's sampler and
-options; the settings the sampler's options imply (``sampler_train_overrides``, e.g.
-``code_faithful`` uses the code's L2 form); the method's ``overrides``; the sweep values; extra
+A method entry names a ``sampler`` (the ``lightgcn`` method with that sampler) or a ``model``
+(``oodrec models``); its ``options`` belong to the sampler when there is one, else to the model.
+A plain string is a sampler name or a model name.
+
+Each run's config is built in this order: ``base``; ``data.dataset``; the method's model,
+sampler and options; the settings they imply (``methods.implied_overrides``, e.g. DiffRec's
+learning rate, or ``code_faithful``'s L2 form); the method's ``overrides``; the sweep values; extra
 overrides given by the caller (``oodrec bench --set``); ``seed``, ``out_dir`` and ``name``.
 Later steps win. Run names are ``{dataset}-{method}-seed{seed}[-{key}={value}...]``.
 """
@@ -33,22 +38,25 @@ from oodrec.config import ExperimentConfig, apply_overrides, from_dict, read_yam
 from oodrec.errors import ConfigError
 
 GRID_KEYS = ("base", "methods", "datasets", "seeds", "sweep", "out_dir")
-METHOD_KEYS = ("name", "sampler", "options", "overrides")
+METHOD_KEYS = ("name", "model", "sampler", "options", "overrides")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+\-]")
 
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """One compared method: a sampler with options and optional extra overrides."""
+    """One compared method: a model (with a sampler for ``lightgcn``), options and optional
+    extra overrides."""
 
     name: str
     """Label used in run names and report rows (unique within a grid)."""
-    sampler: str
-    """Registered sampler name (``oodrec samplers``)."""
+    sampler: str | None
+    """Registered sampler name (``oodrec samplers``), for ``lightgcn``; None for other models."""
     options: dict[str, Any] = field(default_factory=dict)
-    """Sampler options (checked against the sampler's options dataclass)."""
+    """Sampler options with a sampler, else model options (checked against their dataclass)."""
     overrides: tuple[str, ...] = ()
-    """Dotted ``key=value`` overrides applied after the sampler settings."""
+    """Dotted ``key=value`` overrides applied after the method settings."""
+    model: str = "lightgcn"
+    """Registered method name (``oodrec models``)."""
 
 
 @dataclass(frozen=True)
@@ -131,22 +139,42 @@ def _parse_base(raw: Any, source: str) -> ExperimentConfig:
 
 
 def _parse_method(raw: Any, index: int, source: str) -> MethodSpec:
+    from oodrec.methods import METHODS
+
     if isinstance(raw, str):
-        raw = {"name": raw, "sampler": raw}
+        is_model = raw in METHODS and raw != "lightgcn"
+        raw = {"name": raw, "model": raw} if is_model else {"name": raw, "sampler": raw}
     where = f"methods[{index}]"
     raw = _check_keys(raw, METHOD_KEYS, where, source)
-    if "sampler" not in raw:
-        raise _fail(source, f"{where} needs a 'sampler'")
+    model = str(raw.get("model") or "lightgcn")
+    if model not in METHODS:
+        raise _fail(source, f"{where}: {_unknown_model(model)}")
+    takes_sampler = METHODS.get(model).takes_sampler
+    if takes_sampler and "sampler" not in raw:
+        raise _fail(source, f"{where} needs a 'sampler' (model {model!r} trains with one)")
+    if not takes_sampler and raw.get("sampler") is not None:
+        raise _fail(source, f"{where}: model {model!r} takes no sampler (drop 'sampler')")
     options = raw.get("options") or {}
     if not isinstance(options, dict):
         raise _fail(source, f"{where}.options must be a mapping, got {options!r}")
     overrides = _as_list(raw.get("overrides"))
     if not all(isinstance(x, str) for x in overrides):
         raise _fail(source, f"{where}.overrides must be key=value strings")
-    name = str(raw.get("name") or raw["sampler"])
+    sampler = str(raw["sampler"]) if takes_sampler else None
+    name = str(raw.get("name") or sampler or model)
     if _UNSAFE.search(name):
         raise _fail(source, f"{where}.name {name!r} may use only letters, digits and ._=+-")
-    return MethodSpec(name, str(raw["sampler"]), dict(options), tuple(overrides))
+    return MethodSpec(name, sampler, dict(options), tuple(overrides), model)
+
+
+def _unknown_model(name: str) -> str:
+    from oodrec.methods import METHODS
+
+    try:
+        METHODS.get(name)
+    except ConfigError as exc:
+        return str(exc)
+    return f"unknown model {name!r}"
 
 
 def parse_grid(data: Any, source: str = "<grid>") -> GridSpec:
@@ -239,21 +267,24 @@ def run_name(dataset: str, method: str, seed: int, sweep: dict[str, Any]) -> str
     return "-".join(parts)
 
 
-def _check_sampler(cfg: ExperimentConfig) -> None:
-    """Fail early on an unknown sampler or option (the sampler checks again when built)."""
-    from oodrec.samplers import SAMPLERS
-    from oodrec.samplers.base import parse_options
+def _check_method(cfg: ExperimentConfig) -> None:
+    """Fail early on an unknown model, sampler or option (checked again when built)."""
+    from oodrec.methods import check_method_config
 
-    cls = SAMPLERS.get(cfg.sampler.name)
-    parse_options(cls.Options, dict(cfg.sampler.options), f"sampler {cfg.sampler.name!r}")
+    check_method_config(cfg)
 
 
 def _method_config(cfg: ExperimentConfig, method: MethodSpec) -> ExperimentConfig:
-    from oodrec.samplers import sampler_train_overrides
+    from oodrec.config import SamplerConfig
+    from oodrec.methods import implied_overrides
 
-    cfg = replace(cfg, sampler=replace(cfg.sampler, name=method.sampler, options=method.options))
-    implied = sampler_train_overrides(method.sampler, dict(method.options))
-    for key, value in implied.items():
+    if method.sampler is not None:
+        sampler = replace(cfg.sampler, name=method.sampler, options=method.options)
+        cfg = replace(cfg, model=replace(cfg.model, name=method.model), sampler=sampler)
+    else:
+        model = replace(cfg.model, name=method.model, options=method.options)
+        cfg = replace(cfg, model=model, sampler=SamplerConfig())
+    for key, value in implied_overrides(cfg).items():
         cfg = set_path(cfg, key, value)
     return apply_overrides(cfg, list(method.overrides))
 
@@ -294,7 +325,7 @@ def expand_grid(
                     for key, value in point.items():
                         pcfg = set_path(pcfg, key, value)
                     pcfg = apply_overrides(pcfg, list(extra_overrides or []))
-                    _check_sampler(pcfg)
+                    _check_method(pcfg)
                 except ConfigError as exc:
                     raise _fail(spec.source, f"{where}, sweep {point}: {exc}") from None
                 for seed in spec.seeds:

@@ -81,8 +81,7 @@ def run_bucket_recall(
     from oodrec.data.dataset import load_dataset
     from oodrec.eval.evaluate import Evaluator
     from oodrec.eval.groups import bucket_recall, popularity_buckets
-    from oodrec.train.build import build_model
-    from oodrec.train.runs import load_checkpoint
+    from oodrec.train.reload import load_run
 
     cfg = from_dict(ExperimentConfig, run.config)
     data = dict(run.config["data"], **({"data_dir": data_dir} if data_dir else {}))
@@ -93,13 +92,10 @@ def run_bucket_recall(
         dataset = load_dataset(from_dict(type(cfg.data), data))
         cache[key] = (dataset, Evaluator(dataset, cfg.eval, device))
     dataset, evaluator = cache[key]
-    model = build_model(cfg, dataset, device)
-    model.load_state_dict(load_checkpoint(run.path / "checkpoints" / "best.pt", device)["model"])
-    model.eval()
-    with torch.no_grad():
-        emb = model.propagate()
+    loaded = load_run(run.path, data_dir=data_dir, device="cpu", dataset=dataset)
     buckets = popularity_buckets(dataset.item_degree(), num_buckets)
-    recall, _ = bucket_recall(emb, evaluator, split, buckets, k)
+    with torch.no_grad():
+        recall, _ = bucket_recall(loaded.method.scorer(), evaluator, split, buckets, k)
     return [float(x) for x in recall]
 
 
@@ -121,13 +117,8 @@ def figure1(
         fig, (ax_b, ax_f) = _figure(2)
         width = 0.8 / max(len(methods), 1)
         for i, (method, group) in enumerate(methods.items()):
-            try:
-                per_seed = [run_bucket_recall(r, data_dir=data_dir, _cache=cache) for r in group]
-            except Exception as exc:  # noqa: BLE001 - a missing checkpoint or data skips bars
-                logger.warning(
-                    "Figure 1 (%s, %s): bucket recall unavailable: %s", dataset, method, exc
-                )
-                continue
+            # A run that cannot be reloaded is an error naming it (RunError), never a silent skip.
+            per_seed = [run_bucket_recall(r, data_dir=data_dir, _cache=cache) for r in group]
             arr = np.array(per_seed)  # [seeds, buckets]
             x = np.arange(arr.shape[1]) + (i - (len(methods) - 1) / 2) * width
             err = np.nanstd(arr, 0, ddof=1) if len(arr) > 1 else None

@@ -3,8 +3,10 @@
 Reports and figures read only these files (and, for per-item-bucket figures, the best
 checkpoint), so they can be rebuilt without retraining.
 
-Method labels: the ``method`` of ``bench.json`` when the grid wrote one, else the sampler name
-plus the options that differ from the sampler's defaults, e.g. ``cnsdiff[mode=causal]``.
+Method labels: the ``method`` of ``bench.json`` when the grid wrote one, else, for ``lightgcn``,
+the sampler name plus the options that differ from the sampler's defaults, e.g.
+``cnsdiff[mode=causal]``, and for any other model its name plus its non-default options, e.g.
+``diffrec[steps=10]`` (never a sampler the run does not use).
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ def option_defaults(sampler: str) -> dict[str, Any] | None:
 
     if sampler not in SAMPLERS:
         return None
-    cls = SAMPLERS.get(sampler).Options
+    return _dataclass_defaults(SAMPLERS.get(sampler).Options)
+
+
+def _dataclass_defaults(cls: type) -> dict[str, Any]:
     if cls is type(None):
         return {}
     out = {}
@@ -46,20 +51,33 @@ def option_defaults(sampler: str) -> dict[str, Any] | None:
     return out
 
 
-def non_default_options(sampler: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The options whose value differs from the sampler's default, sorted by key."""
-    defaults = option_defaults(sampler) or {}
+def model_defaults(model: str) -> dict[str, Any] | None:
+    """Default option values of a registered method (``None`` for an unknown name)."""
+    from oodrec.methods import METHODS
+
+    if model not in METHODS:
+        return None
+    return _dataclass_defaults(METHODS.get(model).Options)
+
+
+def non_default_options(
+    sampler: str, options: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The options whose value differs from the default (the sampler's unless ``defaults``)."""
+    defaults = (option_defaults(sampler) if defaults is None else defaults) or {}
     return {
         k: options[k] for k in sorted(options) if k not in defaults or defaults[k] != options[k]
     }
 
 
-def derived_label(sampler: str, options: dict[str, Any]) -> str:
-    """``sampler[key=value,...]`` with the non-default options (just ``sampler`` if none)."""
-    extra = non_default_options(sampler, options)
+def derived_label(
+    name: str, options: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> str:
+    """``name[key=value,...]`` with the non-default options (just ``name`` if none)."""
+    extra = non_default_options(name, options, defaults)
     if not extra:
-        return sampler
-    return f"{sampler}[{','.join(f'{k}={v}' for k, v in extra.items())}]"
+        return name
+    return f"{name}[{','.join(f'{k}={v}' for k, v in extra.items())}]"
 
 
 @dataclass
@@ -97,6 +115,16 @@ class RunRecord:
         return dict(self.config.get("sampler", {}).get("options", {}))
 
     @property
+    def model(self) -> str:
+        """Method (model) name; runs from before methods existed are ``lightgcn``."""
+        return str(self.config.get("model", {}).get("name", "lightgcn"))
+
+    @property
+    def model_options(self) -> dict[str, Any]:
+        """Method options as given."""
+        return dict(self.config.get("model", {}).get("options", {}))
+
+    @property
     def seed(self) -> int:
         """Run seed."""
         return int(self.record.get("seed", self.config.get("seed", 0)))
@@ -113,8 +141,12 @@ class RunRecord:
 
     @property
     def method(self) -> str:
-        """``bench.json`` method, else the derived sampler label."""
-        return str(self.bench.get("method") or derived_label(self.sampler, self.options))
+        """``bench.json`` method, else the derived sampler (lightgcn) or model label."""
+        if self.bench.get("method"):
+            return str(self.bench["method"])
+        if self.model != "lightgcn":
+            return derived_label(self.model, self.model_options, model_defaults(self.model))
+        return derived_label(self.sampler, self.options)
 
     @property
     def label(self) -> str:

@@ -175,8 +175,8 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
         DataValidationError: missing, unreadable, malformed or corrupt input.
     """
     if cfg.dataset == "synthetic":
+        from oodrec.config import parse_options
         from oodrec.data.synthetic import SyntheticConfig, load_synthetic
-        from oodrec.samplers.base import parse_options
 
         sim_cfg = parse_options(SyntheticConfig, dict(cfg.synthetic), "data.synthetic")
         dataset, relevance = load_synthetic(sim_cfg)

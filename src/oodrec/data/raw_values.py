@@ -1,7 +1,9 @@
-"""Vectorised conversion and validation of raw column values (ids, numbers, timestamps).
+"""Vectorised conversion and validation of raw column values (ids, numbers, timestamps) in NumPy.
 
 Each function converts a whole column with one NumPy call; only when that fails does it look for
 the first offending value, so that the ``DataValidationError`` can name file, row, column and value.
+These functions are the reference semantics of every reader: the pyarrow fast path
+(``raw_arrow``) hands a block to them whenever its own conversion fails or finds a bad value.
 """
 
 from __future__ import annotations
@@ -29,6 +31,44 @@ class Location:
         row = self.row_base + local + 1
         line = f" (line {self.line_of(row)})" if self.line_of is not None else ""
         return f"{self.path}, row {row}{line}, column {column!r}"
+
+
+def convert_columns(
+    columns: dict[str, Sequence],
+    names: dict[str, str],
+    where: Location,
+    allow_missing_timestamp: bool,
+) -> dict[str, np.ndarray]:
+    """Convert raw column values (``role -> values``) of one block into validated arrays.
+
+    Args:
+        columns: ``user``, ``item`` and optionally ``rating`` and ``timestamp`` values.
+        names: ``role -> column name`` shown in messages.
+        where: locates the block's rows in messages.
+        allow_missing_timestamp: empty timestamps become NaN instead of raising.
+
+    Returns:
+        ``user``, ``item`` ([N] str), ``rating`` and ``timestamp`` ([N] float64; NaN where the
+        role is absent).
+
+    Raises:
+        DataValidationError: the first bad value, checked in the order user, item, rating,
+            timestamp.
+    """
+    n = len(columns["user"])
+    out = {
+        "user": parse_ids(columns["user"], where, names["user"]),
+        "item": parse_ids(columns["item"], where, names["item"]),
+        "rating": np.full(n, np.nan),
+        "timestamp": np.full(n, np.nan),
+    }
+    if "rating" in columns:
+        out["rating"] = parse_floats(columns["rating"], where, names["rating"], "rating")
+    if "timestamp" in columns:
+        out["timestamp"] = parse_timestamps(
+            columns["timestamp"], where, names["timestamp"], allow_missing_timestamp
+        )
+    return out
 
 
 def _first(bad: np.ndarray) -> int | None:

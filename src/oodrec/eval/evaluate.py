@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,17 @@ class SplitResult:
     means: dict[str, float]
     users: torch.Tensor
     per_user: dict[str, torch.Tensor]
+
+
+Scorer = Callable[[torch.Tensor], torch.Tensor]
+
+
+def as_scorer(scorer: Scorer | Embeddings) -> Scorer:
+    """A scorer from a callable, or inner products of propagated ``Embeddings``."""
+    if isinstance(scorer, Embeddings):
+        emb = scorer
+        return lambda users: emb.users[users] @ emb.items.T
+    return scorer
 
 
 class Evaluator:
@@ -56,15 +68,20 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(
-        self, emb: Embeddings, splits: tuple[str, ...] = SPLITS, keep_per_user: bool = True
+        self,
+        scorer: Scorer | Embeddings,
+        splits: tuple[str, ...] = SPLITS,
+        keep_per_user: bool = True,
     ) -> dict[str, SplitResult]:
         """Metrics for each split in ``splits``.
 
         Args:
-            emb: propagated embeddings (scores are inner products of pooled embeddings).
+            scorer: ``scorer(users [B]) -> scores [B, I]`` (a method's ``scorer()``), or
+                propagated embeddings (scores are inner products of pooled embeddings).
             splits: subset of ``val``, ``iid_test``, ``ood_test``.
             keep_per_user: keep per-user metric vectors (on CPU).
         """
+        scorer = as_scorer(scorer)
         ks = self.cfg.ks
         out = {}
         for split in splits:
@@ -72,7 +89,7 @@ class Evaluator:
             per_user: dict[str, list[torch.Tensor]] = {}
             for start in range(0, users_all.numel(), self.cfg.user_batch_size):
                 users = users_all[start : start + self.cfg.user_batch_size]
-                scores = emb.users[users] @ emb.items.T  # [B, I]
+                scores = scorer(users)  # [B, I]
                 hits, _ = topk_hits(scores, users, self.csr[split], self.masks[split], max(ks))
                 num_pos = self.csr[split].counts()[users]
                 for name, vals in ranking_metrics(hits, num_pos, ks).items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from oodrec.eval.evaluate import Evaluator
+from oodrec.eval.evaluate import Evaluator, Scorer, as_scorer
 from oodrec.eval.ranking import topk_hits
 from oodrec.models.base import Embeddings
 
@@ -39,7 +39,7 @@ def popularity_buckets(item_degree: torch.Tensor, num_buckets: int = 4) -> torch
 
 @torch.no_grad()
 def bucket_recall(
-    emb: Embeddings,
+    scorer: Scorer | Embeddings,
     evaluator: Evaluator,
     split: str,
     bucket_of: torch.Tensor,
@@ -48,7 +48,7 @@ def bucket_recall(
     """Recall@K per item group: hits of the group's held-out pairs / its held-out pairs.
 
     Args:
-        emb: propagated embeddings (scores are inner products).
+        scorer: a method's scorer (users -> scores over all items), or propagated embeddings.
         evaluator: the dataset's evaluator (held-out items, masks, evaluated users).
         split: ``val``, ``iid_test`` or ``ood_test``.
         bucket_of: group id of every item (e.g. ``popularity_buckets``).
@@ -61,6 +61,7 @@ def bucket_recall(
     Shapes:
         bucket_of: [I] long -> recall [G] float64, count [G] long, G = bucket_of.max() + 1.
     """
+    scorer = as_scorer(scorer)
     device = evaluator.device
     bucket_of = bucket_of.to(device)
     num_groups = int(bucket_of.max()) + 1
@@ -69,7 +70,7 @@ def bucket_recall(
     hits_per = torch.zeros(num_groups, dtype=torch.long, device=device)
     for start in range(0, users_all.numel(), evaluator.cfg.user_batch_size):
         users = users_all[start : start + evaluator.cfg.user_batch_size]
-        scores = emb.users[users] @ emb.items.T  # [B, I]
+        scores = scorer(users)  # [B, I]
         hits, top = topk_hits(scores, users, truth, evaluator.masks[split], k)  # [B, k]
         hits_per += torch.bincount(bucket_of[top[hits]], minlength=num_groups)
     count = torch.bincount(bucket_of[truth.indices], minlength=num_groups)  # [G]

@@ -8,17 +8,14 @@ knows nothing else about samplers.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from oodrec.config import convert_value
-from oodrec.errors import ConfigError
+from oodrec.config import parse_options
 from oodrec.models.base import Embeddings
 
 logger = logging.getLogger(__name__)
@@ -194,7 +191,7 @@ class NegativeSampler(nn.Module):
     @classmethod
     def from_options(cls, ctx: SamplerContext, options: dict[str, Any]) -> NegativeSampler:
         """Build the sampler from a (possibly partial) options mapping."""
-        return cls(ctx, parse_options(cls.Options, options, cls.__name__))
+        return cls(ctx, parse_options(cls.Options, options, cls.__name__, "sampler."))
 
     def sample(self, batch: TripletBatch, emb: Embeddings, gen: torch.Generator) -> Negatives:
         """Negatives for ``batch`` given the current embeddings."""
@@ -216,20 +213,3 @@ class NegativeSampler(nn.Module):
     def diagnostics(self) -> dict[str, float]:
         """Sampler-specific per-epoch diagnostics (logged in the run's JSONL)."""
         return {}
-
-
-def parse_options(options_cls: type, options: dict[str, Any], owner: str) -> Any:
-    """Build ``options_cls`` from a mapping with type conversion; unknown keys raise."""
-    if options_cls is type(None):
-        if options:
-            raise ConfigError(f"{owner} takes no options, got {sorted(options)}")
-        return None
-    known = {f.name: f for f in dataclasses.fields(options_cls)}
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s) {', '.join(unknown)} for {owner}; valid: {', '.join(sorted(known))}"
-        )
-    hints = typing.get_type_hints(options_cls)
-    kwargs = {k: convert_value(v, hints[k], f"sampler.{k}") for k, v in options.items()}
-    return options_cls(**kwargs)

@@ -19,16 +19,10 @@ from oodrec.data.dataset import InteractionDataset
 from oodrec.eval.evaluate import Evaluator, SplitResult
 from oodrec.eval.fhn import negative_diagnostics, true_fhn
 from oodrec.eval.ranking import CSR
-from oodrec.samplers import (
-    NegativeSampler,
-    TripletBatch,
-    build_sampler,
-)
+from oodrec.methods import Method, TrainData, build_method
 from oodrec.seeding import derive_seed, make_generator, seed_everything
-from oodrec.train.build import build_model, sampler_context
-from oodrec.train.losses import bpr_loss, l2_loss
-from oodrec.train.runs import RunDir, atomic_save, load_checkpoint
-from oodrec.train.selection import Selector
+from oodrec.train.runs import RunDir, atomic_save, load_checkpoint, load_method_state
+from oodrec.train.selection import Selector, selection_label
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +65,11 @@ def git_hash() -> str | None:
 
 
 class Trainer:
-    """Trains ``cfg.model`` with ``cfg.sampler`` on ``dataset``; writes ``run_dir`` if given.
+    """Trains the method ``cfg.model`` on ``dataset``; writes ``run_dir`` if given.
+
+    The Trainer owns epochs, stepping, gradient clipping, evaluation, selection, early stopping,
+    checkpoints and records; the method owns its batches, losses, optimisers and scorer (see
+    ``oodrec.methods.base``). The method is built from the training split only.
 
     Args:
         cfg: the experiment config.
@@ -95,17 +93,11 @@ class Trainer:
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed, cfg.train.deterministic)
-        self.model = build_model(cfg, dataset, self.device)
-        self.sampler: NegativeSampler = build_sampler(
-            cfg.sampler.name, sampler_context(cfg, dataset, self.device), dict(cfg.sampler.options)
-        ).to(self.device)
-        groups = [{"params": list(self.model.parameters()), "lr": cfg.train.lr}]
-        groups += self.sampler.param_groups()
-        self.optimizer = torch.optim.Adam(groups, lr=cfg.train.lr)
+        self.data = TrainData.from_dataset(dataset, self.device)
+        self.method: Method = build_method(cfg, self.data, self.device)
+        self.optimizers = self.method.optimizers()
         self.evaluator = Evaluator(dataset, cfg.eval, self.device)
         self.selector = Selector(cfg.train.select_metric, cfg.train.select_rule)
-        self.train_users = dataset.train.users.to(self.device)
-        self.train_items = dataset.train.items.to(self.device)
         held = [dataset.splits[s] for s in SPLITS]
         self.held_out = CSR(
             torch.cat([h.users for h in held]),
@@ -126,7 +118,7 @@ class Trainer:
         n = self.cfg.train.fhn_batches
         if n <= 0:
             return torch.empty(0, 0, dtype=torch.long)
-        total = self.train_users.numel()
+        total = self.data.users.numel()
         gen = make_generator(self.cfg.seed, "fhn")
         size = min(DIAG_BATCH, total)
         idx = torch.stack([torch.randperm(total, generator=gen)[:size] for _ in range(n)])
@@ -139,96 +131,90 @@ class Trainer:
         sampler = make_generator(self.cfg.seed, "sampler", epoch, device=self.device)
         return shuffle, sampler
 
-    def _batches(self, gen: torch.Generator):
-        n = self.train_users.numel()
-        bs = self.cfg.train.batch_size
-        perm = torch.randperm(n, generator=gen, device=self.device)
-        stop = n - n % bs if self.cfg.train.drop_last and n >= bs else n
-        for start in range(0, stop, bs):
-            idx = perm[start : start + bs]
-            yield TripletBatch(self.train_users[idx], self.train_items[idx])
-
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
-        self.model.train()
-        self.sampler.train()
-        self.sampler.start_epoch(epoch)
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the method's batches; returns the mean of every loss term."""
+        method = self.method
+        method.train()
+        method.start_epoch(epoch)
         shuffle_gen, sampler_gen = self._epoch_generators(epoch)
         sums: dict[str, torch.Tensor] = {}
-        n_batches = 0
-        tcfg = self.cfg.train
-        for batch in self._batches(shuffle_gen):
-            emb = self.model.propagate()
-            negs = self.sampler.sample(batch, emb, sampler_gen)
-            u = emb.users[batch.users]
-            terms = {"bpr": bpr_loss(u, emb.items[batch.pos_items], negs.emb, negs.weights)}
-            egos = [emb.user_ego[batch.users], emb.item_ego[batch.pos_items]]
-            if negs.reg_ego is not None:
-                egos.append(negs.reg_ego)
-            elif negs.ids is not None:
-                egos.append(emb.item_ego[negs.ids])
-            terms["l2"] = tcfg.l2 * l2_loss(*egos, batch_size=len(batch), form=tcfg.l2_form)
-            terms.update(self.sampler.aux_loss(batch, emb, sampler_gen))
+        batches_of: dict[str, int] = {}  # phase -> batches
+        term_phase: dict[str, str] = {}
+        for step, batch in enumerate(method.batches(epoch, shuffle_gen)):
+            phase = method.phase(epoch, step)
+            terms = method.loss(batch, sampler_gen, phase)
             loss = sum(terms.values())
-            self.optimizer.zero_grad(set_to_none=True)
+            for opt in self.optimizers.values():
+                opt.zero_grad(set_to_none=True)
             loss.backward()
-            self.optimizer.step()
+            if method.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), method.max_grad_norm)
+            self.optimizers[phase].step()
+            method.after_step(phase)
+            prefix = "" if phase == "main" else f"{phase}_"
+            batches_of[phase] = batches_of.get(phase, 0) + 1
             for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v.detach()
-            n_batches += 1
-        out = {f"loss_{k}": float(v) / n_batches for k, v in sums.items()}
+                key = prefix + k
+                sums[key] = sums.get(key, 0.0) + v.detach()
+                term_phase[key] = phase
+        # a term's mean is over the batches of its phase
+        out = {f"loss_{k}": float(v) / batches_of[term_phase[k]] for k, v in sums.items()}
         out["loss"] = sum(out.values())
         return out
 
     @torch.no_grad()
     def _diagnostics(self, epoch: int) -> dict[str, float]:
-        # The sampler's own statistics cover the training batches only: read them first.
-        sampler_stats = self.sampler.diagnostics()
+        # The method's own statistics cover the training batches only: read them first.
+        method_stats = self.method.diagnostics()
         if self.diag_idx.numel() == 0:
-            return sampler_stats
-        emb = self.model.propagate()
+            return method_stats
         gen = make_generator(self.cfg.seed, "fhn", epoch, device=self.device)
+        probe = self.method.negative_probe(gen)
+        if probe is None:
+            return method_stats
         rows = []
         for idx in self.diag_idx:
-            batch = TripletBatch(self.train_users[idx], self.train_items[idx])
-            negs = self.sampler.sample(batch, emb, gen)
+            users, pos = self.data.users[idx], self.data.items[idx]
+            negs = probe.sample(users, pos)
             row = negative_diagnostics(
-                batch.users, batch.pos_items, negs.emb, emb.users, emb.items, self.held_out
+                users, pos, negs.emb, probe.emb.users, probe.emb.items, self.held_out
             )
             if self.relevance is not None:
-                row["true_fhn_ratio"] = true_fhn(batch.users, negs, emb.items, self.relevance)
+                row["true_fhn_ratio"] = true_fhn(users, negs, probe.emb.items, self.relevance)
             rows.append(row)
         out = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
-        out.update(sampler_stats)
+        out.update(method_stats)
         return out
 
-    def _evaluate(self, splits: tuple[str, ...] = SPLITS) -> dict[str, SplitResult]:
-        self.model.eval()
+    def evaluate(self, splits: tuple[str, ...] = SPLITS) -> dict[str, SplitResult]:
+        """Full-ranking metrics of the current parameters on ``splits``."""
+        self.method.eval()
         with torch.no_grad():
-            return self.evaluator.evaluate(self.model.propagate(), splits)
+            return self.evaluator.evaluate(self.method.scorer(), splits)
 
     # ------------------------------------------------------------------ checkpoints
 
     def _state(self, epoch: int) -> dict[str, Any]:
         return {
             "next_epoch": epoch + 1,
-            "model": self.model.state_dict(),
-            "sampler": self.sampler.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "selector": self.selector.state_dict(),
             "best_eval": self.best_eval,
             "stopped": False,
         }
 
     def resume(self) -> None:
-        """Restore the last checkpoint of ``run_dir`` (model, sampler, optimiser, selection)."""
+        """Restore the last checkpoint of ``run_dir`` (method, optimisers, selection)."""
         assert self.run_dir is not None
         if not self.run_dir.last_ckpt.is_file():
             self.run_dir.truncate_epochs(0)
             return
         state = load_checkpoint(self.run_dir.last_ckpt, self.device)
-        self.model.load_state_dict(state["model"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_method_state(self.method, state, self.run_dir.last_ckpt)
+        optim_states = state.get("optimizers") or {"main": state["optimizer"]}
+        for key, opt in self.optimizers.items():
+            opt.load_state_dict(optim_states[key])
         self.selector.load_state_dict(state["selector"])
         self.best_eval = state["best_eval"]
         self.start_epoch = state["next_epoch"]
@@ -252,17 +238,17 @@ class Trainer:
         while epoch < tcfg.epochs and not stopped:
             t0 = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch}
-            row.update(self._train_epoch(epoch))
+            row.update(self.train_epoch(epoch))
             row["epoch_seconds"] = time.perf_counter() - t0
             row.update(self._diagnostics(epoch))
             if (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs:
                 t1 = time.perf_counter()
                 sel = tcfg.select_on
-                res = self._evaluate(SPLITS if tcfg.eval_all_splits else (sel,))
+                res = self.evaluate(SPLITS if tcfg.eval_all_splits else (sel,))
                 improved = self.selector.update(res[sel].means, epoch)
                 if improved and not tcfg.eval_all_splits:
                     # the other splits are only needed for the epoch that will be reported
-                    res.update(self._evaluate(tuple(s for s in SPLITS if s != sel)))
+                    res.update(self.evaluate(tuple(s for s in SPLITS if s != sel)))
                 row["eval_seconds"] = time.perf_counter() - t1
                 for split, r in res.items():
                     row.update({f"{split}/{k}": v for k, v in r.means.items()})
@@ -271,11 +257,7 @@ class Trainer:
                     self.best_eval = res
                     if self.run_dir is not None:
                         atomic_save(
-                            {
-                                "epoch": epoch,
-                                "model": self.model.state_dict(),
-                                "sampler": self.sampler.state_dict(),
-                            },
+                            {"epoch": epoch, "method": self.method.state_dict()},
                             self.run_dir.best_ckpt,
                         )
                 if tcfg.patience and self.selector.bad_evals >= tcfg.patience:
@@ -332,22 +314,20 @@ class Trainer:
         tcfg = self.cfg.train
         secs = [r["epoch_seconds"] for r in self.history if "epoch_seconds" in r]
         evals = [r["eval_seconds"] for r in self.history if "eval_seconds" in r]
-        label = (
-            "selected on val"
-            if not tcfg.test_selected
-            else (f"TEST-SELECTED on {tcfg.select_on} (reproduction only; not an honest estimate)")
-        )
         return {
             "config": to_dict(self.cfg),
             "seed": self.cfg.seed,
             "dataset": self.dataset.name,
-            "sampler": self.cfg.sampler.name,
+            "model": self.cfg.model.name,
+            "method": self.cfg.method_label(),
+            "sampler": self.cfg.sampler.name if self.method.takes_sampler else None,
+            "resolved_options": self.method.describe(),
             "selection": {
                 "split": tcfg.select_on,
                 "metric": tcfg.select_metric,
                 "rule": tcfg.select_rule,
                 "test_selected": tcfg.test_selected,
-                "label": label,
+                "label": selection_label(tcfg),
             },
             "best_epoch": self.selector.best_epoch,
             "epochs_run": len(self.history),

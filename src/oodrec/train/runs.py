@@ -119,4 +119,20 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
     return torch.load(path, map_location=device, weights_only=False)
 
 
-__all__ = ["RunDir", "atomic_save", "load_checkpoint", "load_yaml"]
+def load_method_state(method: Any, state: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint's method state; checkpoints written before methods existed (keys
+    ``model`` and ``sampler``) load through the method's ``load_legacy_state``.
+
+    Raises:
+        RunError: the checkpoint does not fit the method (names ``path``).
+    """
+    try:
+        if "method" in state:
+            method.load_state_dict(state["method"])
+        else:
+            method.load_legacy_state(state)
+    except (KeyError, RuntimeError) as exc:
+        raise RunError(f"{path}: checkpoint does not fit the run's method: {exc}") from None
+
+
+__all__ = ["RunDir", "atomic_save", "load_checkpoint", "load_method_state", "load_yaml"]

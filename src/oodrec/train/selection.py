@@ -40,3 +40,15 @@ class Selector:
             state["best_epoch"],
             state["bad_evals"],
         )
+
+
+def selection_label(tcfg: Any) -> str:
+    """The label every output carries: ``selected on val``, or ``TEST-SELECTED on SPLIT (...)``
+    for the published protocols (one wording for records, the CLI and reports).
+
+    Args:
+        tcfg: the run's ``TrainConfig``.
+    """
+    if not tcfg.test_selected:
+        return "selected on val"
+    return f"TEST-SELECTED on {tcfg.select_on} (reproduction only; not an honest estimate)"

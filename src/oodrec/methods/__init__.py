@@ -1,0 +1,78 @@
+"""Methods (a recommender with its training rule), registered by name in ``METHODS``.
+
+``lightgcn`` is LightGCN + BPR with any negative sampler (``oodrec samplers``); every other
+method brings its own model, loss, batches and scorer (``oodrec models``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from oodrec.config import ExperimentConfig, SamplerConfig, parse_options
+from oodrec.errors import ConfigError
+from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer, TrainData
+from oodrec.methods.diffrec import DiffRec
+from oodrec.methods.lightgcn import LightGCNMethod
+from oodrec.registry import Registry
+
+METHODS: Registry[type[Method]] = Registry("model")
+METHODS.register("lightgcn", LightGCNMethod)
+METHODS.register("diffrec", DiffRec)
+
+
+def implied_overrides(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Config settings that the method's and (for ``lightgcn``) the sampler's options imply, e.g.
+    DiffRec's learning rate and batch size, or CNSDiff ``code_faithful``'s L2 form.
+
+    The one place they are computed: the CLI and the grid apply them after the method and sampler
+    are chosen and before explicit user settings, so that the resolved config.yaml shows them.
+    """
+    cls = METHODS.get(cfg.model.name)
+    out = dict(cls.train_overrides(dict(cfg.model.options)))
+    if cls.takes_sampler:
+        from oodrec.samplers import sampler_train_overrides
+
+        out.update(sampler_train_overrides(cfg.sampler.name, dict(cfg.sampler.options)))
+    return out
+
+
+def check_method_config(cfg: ExperimentConfig) -> None:
+    """Fail before any work on an unknown method, an unknown method or sampler option, or a
+    sampler given to a method that takes none. Raises ConfigError naming the key."""
+    cls = METHODS.get(cfg.model.name)
+    parse_options(cls.Options, dict(cfg.model.options), f"model {cfg.model.name!r}", "model.")
+    if cls.takes_sampler:
+        from oodrec.samplers import SAMPLERS
+
+        scls = SAMPLERS.get(cfg.sampler.name)
+        parse_options(
+            scls.Options, dict(cfg.sampler.options), f"sampler {cfg.sampler.name!r}", "sampler."
+        )
+    elif cfg.sampler != SamplerConfig():
+        raise ConfigError(
+            f"model {cfg.model.name!r} takes no negative sampler (it trains on whole interaction "
+            f"vectors); drop --sampler / sampler.* (got sampler.name={cfg.sampler.name!r}, "
+            f"options {dict(cfg.sampler.options)})"
+        )
+
+
+def build_method(cfg: ExperimentConfig, data: TrainData, device: torch.device) -> Method:
+    """Build ``cfg.model.name`` from the training view ``data`` (never the whole dataset)."""
+    check_method_config(cfg)
+    cls = METHODS.get(cfg.model.name)
+    return cls.from_context(MethodContext(data=data, cfg=cfg, device=device)).to(device)
+
+
+__all__ = [
+    "METHODS",
+    "Method",
+    "MethodContext",
+    "NegativeProbe",
+    "Scorer",
+    "TrainData",
+    "build_method",
+    "check_method_config",
+    "implied_overrides",
+]
