@@ -71,3 +71,62 @@ def test_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for cmd in ("datasets", "download", "train", "evaluate", "speed"):
         assert cmd in out
+
+
+def test_models_lists_every_method_with_paper_and_whole_option_docs(capsys):
+    from oodrec.methods import METHODS
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in METHODS.names():
+        assert f"{name}: " in out
+    assert "paper: Wang et al., Diffusion Recommender Model" in out
+    assert "model.steps=5" in out and "takes no negative sampler" in out
+    assert "implies (unless set): train.lr=1e-05" in out
+    # option documentation is wrapped, never cut mid-sentence
+    assert "…" not in out and "[...]" not in out
+
+
+def test_sampler_with_a_method_that_takes_none_is_an_error(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "runs"
+    args = ["-q", "train", "--dataset", str(tiny_dir), "--model", "diffrec", "--out", str(out)]
+    assert main([*args, "--sampler", "dns"]) == 2
+    err = capsys.readouterr().err
+    assert "model 'diffrec' takes no negative sampler" in err and "Traceback" not in err
+    assert main([*args, "--set", "sampler.num_candidates=4"]) == 2
+    assert "takes no negative sampler" in capsys.readouterr().err
+    assert main([*args, "--set", "model.stepz=3"]) == 2
+    assert "unknown option(s) stepz for model 'diffrec'" in capsys.readouterr().err
+    assert not out.exists(), "no run directory is created for a refused config"
+
+
+def test_method_implied_settings_yield_to_explicit_ones(tiny_dir):
+    import argparse
+
+    from oodrec.cli import _build_config
+
+    def build(*extra):
+        ns = argparse.Namespace(
+            config=None,
+            dataset=str(tiny_dir),
+            data_dir=None,
+            on_bad_lines=None,
+            model="diffrec",
+            sampler=None,
+            epochs=None,
+            seed=None,
+            lr=None,
+            device=None,
+            select_on=None,
+            no_verify=False,
+            set=[],
+        )
+        for k, v in extra:
+            setattr(ns, k, v)
+        return _build_config(ns)
+
+    cfg = build()
+    assert (cfg.train.lr, cfg.train.batch_size) == (1e-5, 400)
+    assert build(("lr", 0.001)).train.lr == 0.001
+    assert build(("set", ["train.batch_size=64"])).train.batch_size == 64
+    assert cfg.run_name() == f"tiny-diffrec-seed{cfg.seed}"

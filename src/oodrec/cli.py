@@ -301,13 +301,17 @@ def cmd_models(args: argparse.Namespace) -> int:
     def extra(name, cls):
         lines = []
         if cls.takes_sampler:
-            lines.append("takes a negative sampler: --sampler NAME (see `oodrec samplers`); "
-                         "backbone: model.emb_dim, model.num_layers, model.init")
+            lines.append(
+                "takes a negative sampler: --sampler NAME (see `oodrec samplers`); "
+                "backbone: model.emb_dim, model.num_layers, model.init"
+            )
         else:
             lines.append("takes no negative sampler")
         implied = cls.train_overrides({})
         if implied:
-            lines.append("implies (unless set): " + ", ".join(f"{k}={v}" for k, v in implied.items()))
+            lines.append(
+                "implies (unless set): " + ", ".join(f"{k}={v}" for k, v in implied.items())
+            )
         return lines
 
     _print_plugins(METHODS, "model", extra)
@@ -353,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "train",
         help="train one configuration and write a run directory",
-        description="Train a method (--model, default lightgcn with --sampler). Writes RUN_DIR/config.yaml, "
+        description="Train a method (--model, default lightgcn with --sampler). "
+        "Writes RUN_DIR/config.yaml, "
         "epochs.jsonl (loss terms, metrics, negative diagnostics, seconds per epoch), "
         "record.json and checkpoints/. Reported test figures are those of the best-val epoch.",
         epilog=EPILOG,

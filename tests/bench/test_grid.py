@@ -137,3 +137,37 @@ def test_gpu_pinning_only_for_plain_cuda_runs(monkeypatch, tmp_path):
     assert _cuda_devices(jobs("cuda")) == [0, 1]
     assert _cuda_devices(jobs("cpu")) == []
     assert _cuda_devices(jobs("cuda:1")) == []  # explicit devices are not remapped
+
+
+def test_model_entries_and_plain_model_names():
+    spec = parse_grid(
+        {
+            "methods": [
+                "rns",
+                "diffrec",
+                {"name": "diffrec-t10", "model": "diffrec", "options": {"steps": 10}},
+                {"name": "cf", "sampler": "cnsdiff", "options": {"mode": "code_faithful"}},
+            ],
+            "datasets": ["food"],
+            "seeds": [1],
+        }
+    )
+    runs = {r.name: r.config for r in expand_grid(spec)}
+    rns, dr, dr10, cf = (runs[f"food-{m}-seed1"] for m in ("rns", "diffrec", "diffrec-t10", "cf"))
+    assert rns.model.name == "lightgcn" and rns.sampler.name == "rns"
+    assert dr.model.name == "diffrec" and dr.train.lr == 1e-5 and dr.train.batch_size == 400
+    assert dr10.model.options == {"steps": 10} and dr10.sampler.options == {}
+    assert cf.train.l2_form == "selfrec"  # sampler-implied, computed in the one place
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        ({"name": "x", "model": "diffrec", "sampler": "dns"}, "takes no sampler"),
+        ({"name": "x", "model": "difrec"}, "Did you mean 'diffrec'"),
+        ({"name": "x", "model": "diffrec", "options": {"stepz": 1}}, "unknown option"),
+    ],
+)
+def test_model_entry_errors_name_the_grid(entry, needle):
+    with pytest.raises(ConfigError, match=needle):
+        expand_grid(parse_grid({"methods": [entry], "datasets": ["food"], "seeds": [1]}, "g.yaml"))

@@ -47,7 +47,9 @@ def test_lightgcn_matches_pre_method_main(case, tiny_dir):
     assert len(got) == len(want["history"])
     for epoch, (g, w) in enumerate(zip(got, want["history"])):
         assert g == w, f"epoch {epoch}: " + ", ".join(
-            f"{k}: {g.get(k)!r} != {w.get(k)!r}" for k in sorted(set(g) | set(w)) if g.get(k) != w.get(k)
+            f"{k}: {g.get(k)!r} != {w.get(k)!r}"
+            for k in sorted(set(g) | set(w))
+            if g.get(k) != w.get(k)
         )
     assert res.metrics == want["metrics"]
     assert res.best_epoch == want["best_epoch"]

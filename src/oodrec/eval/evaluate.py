@@ -83,22 +83,33 @@ class Evaluator:
         """
         scorer = as_scorer(scorer)
         ks = self.cfg.ks
+        # Every split ranks the same scores (a method scores from the training history only),
+        # so each user is scored once for all requested splits: for DiffRec-style methods the
+        # scorer dominates evaluation time.
+        member = torch.stack([self.csr[s].counts() > 0 for s in splits])  # [S, U]
+        users_all = torch.nonzero(member.any(0)).squeeze(1)
+        per_user: dict[str, dict[str, list[torch.Tensor]]] = {s: {} for s in splits}
+        for start in range(0, users_all.numel(), self.cfg.user_batch_size):
+            users = users_all[start : start + self.cfg.user_batch_size]
+            scores = scorer(users)  # [B, I]
+            for i, split in enumerate(splits):
+                rows = member[i, users]
+                if not bool(rows.any()):
+                    continue
+                su = users[rows]
+                sub = scores[rows] if len(splits) > 1 or not bool(rows.all()) else scores
+                hits, _ = topk_hits(sub, su, self.csr[split], self.masks[split], max(ks))
+                num_pos = self.csr[split].counts()[su]
+                for name, vals in ranking_metrics(hits, num_pos, ks).items():
+                    per_user[split].setdefault(name, []).append(vals)
         out = {}
         for split in splits:
-            users_all = self.eval_users[split]
-            per_user: dict[str, list[torch.Tensor]] = {}
-            for start in range(0, users_all.numel(), self.cfg.user_batch_size):
-                users = users_all[start : start + self.cfg.user_batch_size]
-                scores = scorer(users)  # [B, I]
-                hits, _ = topk_hits(scores, users, self.csr[split], self.masks[split], max(ks))
-                num_pos = self.csr[split].counts()[users]
-                for name, vals in ranking_metrics(hits, num_pos, ks).items():
-                    per_user.setdefault(name, []).append(vals)
-            cat = {k: torch.cat(v) for k, v in per_user.items()}
+            eval_users = self.eval_users[split]
+            cat = {k: torch.cat(v) for k, v in per_user[split].items()}
             means = {k: float(v.mean()) for k, v in cat.items()}
             out[split] = SplitResult(
                 means=means,
-                users=users_all.cpu() if keep_per_user else users_all[:0].cpu(),
+                users=eval_users.cpu() if keep_per_user else eval_users[:0].cpu(),
                 per_user={k: v.cpu() for k, v in cat.items()} if keep_per_user else {},
             )
         return out

@@ -24,7 +24,6 @@ from oodrec.eval.ranking import CSR
 from oodrec.methods.base import Method, MethodContext, Scorer
 from oodrec.seeding import make_generator
 
-
 OFFICIAL_LR, OFFICIAL_BATCH = 1e-5, 400  # yelp_clean checkpoint (specs 11)
 
 
@@ -218,7 +217,7 @@ class DiffRec(Method):
         )
         self.register_buffer("loss_history", torch.zeros(opts.steps, opts.history_per_step))
         self.register_buffer("loss_count", torch.zeros(opts.steps, dtype=torch.long))
-        self._stats: dict[str, float] = {}
+        self._stats = {"importance": 0.0, "batches": 0.0}
 
     @classmethod
     def train_overrides(cls, options: dict[str, Any]) -> dict[str, Any]:

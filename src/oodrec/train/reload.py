@@ -88,7 +88,9 @@ def load_run(
     state = load_checkpoint(path, dev)
     load_method_state(method, state, path)
     method.eval()
-    return LoadedRun(rd.path, cfg, dataset, method, int(state.get("epoch", state.get("next_epoch", 0) - 1)))
+    return LoadedRun(
+        rd.path, cfg, dataset, method, int(state.get("epoch", state.get("next_epoch", 0) - 1))
+    )
 
 
 __all__ = ["LoadedRun", "load_run"]
