@@ -21,8 +21,10 @@ interrupted) resume from their last checkpoint, and a run directory holding a di
 config is an error unless --force.
 
 grid file keys: base (ExperimentConfig mapping or list of KEY=VALUE), methods (list of
-{name, sampler, options, overrides}), datasets, seeds, sweep (KEY: [values], all
-combinations), out_dir. See configs/smoke.yaml and configs/paper.yaml.
+{name, sampler, options, overrides} for lightgcn + a sampler, or {name, model, options,
+overrides} for another method; a plain string names a sampler or a model), datasets, seeds,
+sweep (KEY: [values], all combinations), out_dir. See configs/smoke.yaml, configs/paper.yaml
+and configs/methods.yaml.
 """
 
 BENCH_EPILOG = """\

@@ -107,7 +107,7 @@ def test_run_name_is_filesystem_safe():
 
 def test_shipped_grids_expand():
     smoke = expand_grid(load_grid(SMOKE))
-    assert len(smoke) == 4 and {r.method for r in smoke} == {"rns", "cnsdiff"}
+    assert len(smoke) == 6 and {r.method for r in smoke} == {"rns", "cnsdiff", "diffrec"}
     assert all(r.config.train.threads == 1 and r.config.train.epochs == 2 for r in smoke)
     paper = expand_grid(load_grid(PAPER))
     assert {r.dataset for r in paper} == {"food", "yelp2018", "yahoo_r3", "coat", "food_drgnn"}

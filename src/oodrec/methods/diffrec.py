@@ -63,8 +63,9 @@ class DiffRecOptions:
     uniform_prob: float = 0.001
     """Uniform mass mixed into the importance distribution."""
     weight_decay: float = 0.0
-    """Adam weight decay (the learning rate and batch size are ``train.lr`` and
-    ``train.batch_size``; DiffRec implies the official 1e-5 and 400 unless they are set)."""
+    """Adam weight decay. The learning rate, batch size and evaluation schedule are ``train.*``
+    settings; DiffRec implies the official lr 1e-5, batch 400, evaluation every 5 epochs and
+    patience 4 (20 epochs) unless they are set."""
 
     def __post_init__(self) -> None:
         if not self.dims or any(d < 1 for d in self.dims):
@@ -221,7 +222,13 @@ class DiffRec(Method):
 
     @classmethod
     def train_overrides(cls, options: dict[str, Any]) -> dict[str, Any]:
-        return {"train.lr": OFFICIAL_LR, "train.batch_size": OFFICIAL_BATCH}
+        # The official main.py evaluates every 5 epochs and stops 20 epochs after the best one.
+        return {
+            "train.lr": OFFICIAL_LR,
+            "train.batch_size": OFFICIAL_BATCH,
+            "train.eval_every": 5,
+            "train.patience": 4,
+        }
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         cfg = self.ctx.cfg
