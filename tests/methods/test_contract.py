@@ -34,6 +34,7 @@ NAMES = METHODS.names()
 FAST = {
     "lightgcn": ["model.emb_dim=8"],
     "diffrec": ["model.dims=[16]", "train.lr=0.001"],
+    "invcf": ["model.emb_dim=16", "model.lambda2=0.1", "model.lambda1=0.1", "model.lambda3=0.1"],
 }
 
 

@@ -14,12 +14,14 @@ from oodrec.config import ExperimentConfig, SamplerConfig, parse_options
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer, TrainData
 from oodrec.methods.diffrec import DiffRec
+from oodrec.methods.invcf import InvCF
 from oodrec.methods.lightgcn import LightGCNMethod
 from oodrec.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("model")
 METHODS.register("lightgcn", LightGCNMethod)
 METHODS.register("diffrec", DiffRec)
+METHODS.register("invcf", InvCF)
 
 
 def implied_overrides(cfg: ExperimentConfig) -> dict[str, Any]:
