@@ -68,7 +68,10 @@ def degree_ranks(degree: torch.Tensor) -> tuple[torch.Tensor, int]:
 def swap_concat(
     pop: torch.Tensor, pref: torch.Tensor, perm: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``[pop[perm]; pref]`` along features (``perm`` None: unpermuted). Shapes: [B, D] -> [B, 2D]."""
+    """``[pop[perm]; pref]`` along features (``perm`` None: unpermuted).
+
+    Shapes: [B, D] -> [B, 2D].
+    """
     return torch.cat([pop if perm is None else pop[perm], pref], dim=1)
 
 
