@@ -66,6 +66,12 @@ def tiny_dir(tmp_path: Path) -> Path:
     return make_tiny_dataset(tmp_path)
 
 
+@pytest.fixture
+def tiny_dataset_factory():
+    """``make_tiny_dataset`` itself, for tests that build several tiny datasets."""
+    return make_tiny_dataset
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     """The shipped data directory. Under CI (CI=true) missing data is a failure, not a skip."""

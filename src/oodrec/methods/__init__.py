@@ -12,6 +12,7 @@ import torch
 
 from oodrec.config import ExperimentConfig, SamplerConfig, parse_options
 from oodrec.errors import ConfigError
+from oodrec.methods.advinfonce import AdvInfoNCE
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer, TrainData
 from oodrec.methods.diffrec import DiffRec
 from oodrec.methods.invcf import InvCF
@@ -22,6 +23,7 @@ METHODS: Registry[type[Method]] = Registry("model")
 METHODS.register("lightgcn", LightGCNMethod)
 METHODS.register("diffrec", DiffRec)
 METHODS.register("invcf", InvCF)
+METHODS.register("advinfonce", AdvInfoNCE)
 
 
 def implied_overrides(cfg: ExperimentConfig) -> dict[str, Any]:

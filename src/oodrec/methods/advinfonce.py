@@ -1,0 +1,190 @@
+"""``advinfonce``: AdvInfoNCE (Zhang et al., NeurIPS 2023) on LightGCN (specs 8).
+
+Main phase, per batch: cosine InfoNCE over N uniform negatives whose terms carry adversarial
+hardness weights p = softmax_n(a_u . a_j) from separate adversary tables (frozen here):
+
+    L = -mean_b log( e^{s+/tau} / (e^{s+/tau} + k_neg * N * sum_n p_bn e^{s-_bn / tau}) )
+
+plus L2 on the batch's ego embeddings; Adam steps the recommender only.
+
+Adversarial phase: at the start of epoch e, if (e + 3) % adv_interval == 0, e > warm_up_epochs
+and fewer than ``eta_epochs`` adversarial passes have run, ``adv_epochs`` full passes train the
+adversary tables by gradient ascent on L (their own Adam, ``adv_lr``) with the recommender frozen.
+The pass counter is a buffer, so a resumed run replays the schedule. Scores are cosine
+similarities (``pred_norm``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from oodrec.errors import ConfigError
+from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer
+from oodrec.methods.lightgcn import build_lightgcn, pair_batches
+from oodrec.models.lightgcn import _init_
+from oodrec.samplers import Negatives, PositiveIndex, TripletBatch
+from oodrec.samplers.base import uniform_items
+from oodrec.seeding import make_generator
+from oodrec.train.losses import l2_loss
+
+
+@dataclass(frozen=True)
+class AdvInfoNCEOptions:
+    """AdvInfoNCE hyperparameters (official README, LightGCN on KuaiRec, and parser defaults)."""
+
+    tau: float = 2.0
+    """Temperature of the cosine InfoNCE."""
+    neg_sample: int = 128
+    """Uniform negatives N per positive (training positives rejected)."""
+    k_neg: float = 64.0
+    """Extra multiplier of the negative mass (in addition to N)."""
+    adv_dim: int = 64
+    """Width d_w of the adversary's user and item tables."""
+    adv_lr: float = 5e-5
+    """Adam learning rate of the adversary (gradient ascent)."""
+    adv_interval: int = 5
+    """Adversarial passes start at epochs e with (e + 3) % adv_interval == 0."""
+    adv_epochs: int = 1
+    """Full adversarial passes each time."""
+    eta_epochs: int = 12
+    """Cap on the total number of adversarial passes (bounds KL(p || uniform))."""
+    warm_up_epochs: int = 0
+    """No adversarial pass at epochs <= this."""
+
+    def __post_init__(self) -> None:
+        if self.tau <= 0 or self.neg_sample < 1 or self.adv_interval < 1 or self.adv_epochs < 0:
+            raise ConfigError(
+                "model.tau must be > 0, model.neg_sample and model.adv_interval >= 1 and "
+                f"model.adv_epochs >= 0; got {self.tau}, {self.neg_sample}, "
+                f"{self.adv_interval}, {self.adv_epochs}"
+            )
+
+
+def adv_infonce(
+    s_pos: torch.Tensor, s_neg: torch.Tensor, p: torch.Tensor, tau: float, k_neg: float
+) -> torch.Tensor:
+    """The AdvInfoNCE loss from cosine scores and hardness weights.
+
+    Shapes: s_pos [B], s_neg [B, N], p [B, N] (rows sum to 1) -> scalar.
+    """
+    n = s_neg.shape[1]
+    # log(k N sum_n p e^{s/tau}) as one logsumexp: stable for small tau
+    neg = torch.logsumexp(s_neg / tau + p.clamp_min(1e-30).log(), dim=1) + math.log(k_neg * n)
+    pos = s_pos / tau
+    return (torch.logaddexp(pos, neg) - pos).mean()
+
+
+class AdvInfoNCE(Method):
+    """AdvInfoNCE: InfoNCE with adversarially learned per-negative hardness (a DRO view).
+
+    Paper: An Zhang et al., "Empowering Collaborative Filtering with Principled Adversarial
+    Contrastive Loss", NeurIPS 2023 (official code LehengTHU/AdvInfoNCE). LightGCN backbone
+    (model.emb_dim, model.num_layers, model.init), train.l2 on the egos (standard squared form;
+    the official negatives' term is written as a power, see specs 8).
+    """
+
+    Options = AdvInfoNCEOptions
+    paper = "Zhang et al., Empowering CF with Principled Adversarial Contrastive Loss, NeurIPS 2023"
+
+    def __init__(self, ctx: MethodContext, options: AdvInfoNCEOptions | None) -> None:
+        opts = options or AdvInfoNCEOptions()
+        super().__init__(ctx, opts)
+        data = ctx.data
+        self.model = build_lightgcn(ctx)
+        gen = make_generator(ctx.cfg.seed, "init", 2)
+        self.adv_user = nn.Parameter(torch.empty(data.num_users, opts.adv_dim))
+        self.adv_item = nn.Parameter(torch.empty(data.num_items, opts.adv_dim))
+        with torch.no_grad():
+            for p in (self.adv_user, self.adv_item):
+                _init_(p, ctx.cfg.model.init, gen)
+        self.register_buffer("adv_passes", torch.zeros((), dtype=torch.long))
+        self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
+        self._adv_steps = self._adv_pass_count = 0
+
+    @classmethod
+    def train_overrides(cls, options: dict[str, Any]) -> dict[str, Any]:
+        # official README (LightGCN, KuaiRec): lr 3e-5, batch 2048, regs 1e-5, xavier-normal
+        return {"train.lr": 3e-5, "train.l2": 1e-5, "model.init": "xavier_normal"}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        lr = self.ctx.cfg.train.lr
+        return {
+            "main": torch.optim.Adam(self.model.parameters(), lr=lr),
+            "adversary": torch.optim.Adam([self.adv_user, self.adv_item], lr=self.options.adv_lr),
+        }
+
+    def _passes_this_epoch(self, epoch: int) -> int:
+        o = self.options
+        if (epoch + 3) % o.adv_interval != 0 or epoch <= o.warm_up_epochs:
+            return 0
+        return max(0, min(o.adv_epochs, o.eta_epochs - int(self.adv_passes)))
+
+    def start_epoch(self, epoch: int) -> None:
+        passes = self._passes_this_epoch(epoch)
+        n_pairs, bs = self.ctx.data.users.numel(), self.ctx.cfg.train.batch_size
+        self._adv_pass_count = passes
+        self._adv_steps = passes * math.ceil(n_pairs / bs)
+        self.adv_passes += passes
+
+    def batches(self, epoch: int, gen: torch.Generator) -> Iterator[TripletBatch]:
+        tcfg = self.ctx.cfg.train
+        data = self.ctx.data
+        for _ in range(self._adv_pass_count):  # adversarial passes first (phase "adversary")
+            yield from pair_batches(data, tcfg.batch_size, False, gen)
+        yield from pair_batches(data, tcfg.batch_size, tcfg.drop_last, gen)
+
+    def phase(self, epoch: int, step: int) -> str:
+        return "adversary" if step < self._adv_steps else "main"
+
+    def hardness(self, users: torch.Tensor, negs: torch.Tensor) -> torch.Tensor:
+        """p = softmax over the negatives of a_u . a_j. Shapes: [B], [B, N] -> [B, N]."""
+        logits = torch.einsum("bd,bnd->bn", self.adv_user[users], self.adv_item[negs])
+        return torch.softmax(logits, dim=1)
+
+    def loss(
+        self, batch: TripletBatch, gen: torch.Generator, phase: str = "main"
+    ) -> dict[str, torch.Tensor]:
+        o, tcfg = self.options, self.ctx.cfg.train
+        users, pos = batch.users, batch.pos_items
+        negs = uniform_items(
+            users, self.ctx.data.num_items, gen, num=o.neg_sample, positives=self.positives
+        )  # [B, N]
+        adversary = phase == "adversary"
+        with torch.set_grad_enabled(not adversary and torch.is_grad_enabled()):
+            emb = self.model.propagate()
+        u = F.normalize(emb.users[users], dim=-1)
+        i = F.normalize(emb.items[pos], dim=-1)
+        j = F.normalize(emb.items[negs], dim=-1)
+        s_pos = (u * i).sum(-1)
+        s_neg = torch.einsum("bd,bnd->bn", u, j)
+        p = self.hardness(users, negs)
+        if adversary:  # gradient ascent on the adversary tables; recommender frozen
+            return {"adv_loss": -adv_infonce(s_pos, s_neg, p, o.tau, o.k_neg)}
+        loss = adv_infonce(s_pos, s_neg, p.detach(), o.tau, o.k_neg)
+        egos = (emb.user_ego[users], emb.item_ego[pos], emb.item_ego[negs])
+        reg = tcfg.l2 * l2_loss(*egos, batch_size=len(batch), form="squared")
+        return {"infonce": loss, "l2": reg}
+
+    def scorer(self) -> Scorer:
+        emb = self.model.propagate()
+        users, items = F.normalize(emb.users, dim=-1), F.normalize(emb.items, dim=-1)
+        return lambda u: users[u] @ items.T
+
+    def negative_probe(self, gen: torch.Generator) -> NegativeProbe:
+        emb = self.model.propagate()
+
+        def sample(users: torch.Tensor, pos: torch.Tensor) -> Negatives:
+            ids = uniform_items(users, self.ctx.data.num_items, gen, positives=self.positives)
+            return Negatives(emb=emb.items[ids], ids=ids)
+
+        return NegativeProbe(emb, sample)
+
+    def diagnostics(self) -> dict[str, float]:
+        return {"adv_passes": float(self.adv_passes)}
