@@ -1,9 +1,10 @@
 """Interaction data: the shipped dataset registry, strict file reading and the in-memory dataset.
 
 Bring your own data: raw readers (``raw``), preprocessing (``preprocess``), OOD split protocols
-(``splits``), ``prepare_dataset`` / ``dataset_stats`` and a simulator with a known ground truth
-(``synthetic``). The names below are imported lazily, on first access, so that importing
-``oodrec.data`` stays cheap.
+(``splits``), ``prepare_dataset`` / ``dataset_stats``, a simulator with a known ground truth
+(``synthetic``) and its scalable version (``synthetic_large``). Published splits load as they are
+(``layouts``: pairs, adjacency lists, RecBole benchmark files). The names below are imported
+lazily, on first access, so that importing ``oodrec.data`` stays cheap.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ _EXPORTS = {
     "dataset_stats": "oodrec.data.stats",
     "SyntheticConfig": "oodrec.data.synthetic",
     "load_synthetic": "oodrec.data.synthetic",
+    "LargeSyntheticConfig": "oodrec.data.synthetic_large",
+    "generate_large": "oodrec.data.synthetic_large",
     "true_fhn_ratio": "oodrec.data.synthetic",
 }
 

@@ -13,20 +13,23 @@ from pathlib import Path
 import torch
 
 from oodrec.config import SPLITS, DataConfig
-from oodrec.data.io import FileReport, read_interactions
+from oodrec.data.io import FileReport
+from oodrec.data.layouts import ROLE_FILES, DirectoryLayout, find_layout, read_layout
 from oodrec.data.registry import DATASETS, DatasetSpec, resolve_data_dir, sha256_file
 from oodrec.errors import DataValidationError
 
 logger = logging.getLogger(__name__)
 
-# Filenames accepted for each role in a user-provided dataset directory, in order of preference.
-ROLE_FILES = {
-    "train": ("train.txt",),
-    "val": ("valid_iid.txt", "val.txt", "valid.txt"),
-    "iid_test": ("test_iid.txt",),
-    "ood_test": ("test_ood.txt",),
-}
+__all__ = [
+    "ROLE_FILES",
+    "DataReport",
+    "InteractionDataset",
+    "Interactions",
+    "load_dataset",
+]
+
 CARVE_FRACTIONS = (0.7, 0.1, 0.2)
+"""train : val : IID test shares when val and / or the IID test are carved from train."""
 
 
 @dataclass
@@ -56,6 +59,10 @@ class DataReport:
     source: str
     files: dict[str, FileReport] = field(default_factory=dict)
     carved_from_train: bool = False
+    carved_splits: list[str] = field(default_factory=list)
+    """Which of ``val`` / ``iid_test`` were carved from train."""
+    layout: str = "pairs"
+    """Layout of the files (``oodrec.data.layouts``): pairs, adjacency or recbole."""
     split_seed: int | None = None
     dropped_unseen: dict[str, int] = field(default_factory=dict)
     dropped_in_train: dict[str, int] = field(default_factory=dict)
@@ -84,7 +91,15 @@ class DataReport:
                 if n:
                     out.append(f"{split}: {n} {label}")
         if self.carved_from_train:
-            out.append(f"val / iid_test carved from train 7:1:2 with split_seed={self.split_seed}")
+            carved = self.carved_splits or ["val", "iid_test"]
+            ratio = ":".join(
+                str(int(round(10 * f)))
+                for f, s in zip(CARVE_FRACTIONS, ("train", "val", "iid_test"))
+                if s == "train" or s in carved
+            )
+            out.append(
+                f"{' / '.join(carved)} carved from train {ratio} with split_seed={self.split_seed}"
+            )
         return out
 
 
@@ -116,23 +131,49 @@ class InteractionDataset:
         return torch.bincount(self.train.items, minlength=self.num_items)
 
 
-def _read_role(path: Path, role: str, cfg: DataConfig, report: DataReport) -> Interactions:
-    users, items, file_report = read_interactions(path, cfg.on_bad_lines)
-    report.files[role] = file_report
-    return Interactions(torch.from_numpy(users), torch.from_numpy(items))
+def _carve(train: Interactions, seed: int, roles: list[str]) -> dict[str, Interactions]:
+    """Carve ``roles`` (``val`` and / or ``iid_test``) out of train by ``seed``, keeping the
+    shares of ``CARVE_FRACTIONS`` among the parts (7:1:2, 7:1 or 7:2).
 
-
-def _carve(train: Interactions, seed: int) -> tuple[Interactions, Interactions, Interactions]:
-    """Split the non-OOD interactions 7:1:2 into train / val / IID test, by ``seed``."""
+    Returns:
+        ``train`` and each of ``roles`` -> its interactions (in train order).
+    """
+    shares = dict(zip(("train", "val", "iid_test"), CARVE_FRACTIONS))
+    keep = ["train", *roles]
+    total = 1.0 if len(keep) == 3 else sum(shares[r] for r in keep)
     gen = torch.Generator().manual_seed(seed)
     n = len(train)
     perm = torch.randperm(n, generator=gen)
-    n_train = int(round(CARVE_FRACTIONS[0] * n))
-    n_val = int(round(CARVE_FRACTIONS[1] * n))
-    parts = (perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :])
-    return tuple(  # type: ignore[return-value]
-        Interactions(train.users[p.sort().values], train.items[p.sort().values]) for p in parts
-    )
+    out, start = {}, 0
+    for k, role in enumerate(keep):
+        stop = n if k == len(keep) - 1 else start + int(round(shares[role] / total * n))
+        idx = perm[start:stop].sort().values
+        out[role] = Interactions(train.users[idx], train.items[idx])
+        start = stop
+    return out
+
+
+def _registered_files(name: str, folder: Path, spec: DatasetSpec, verify: bool) -> dict:
+    if "train" in spec.missing_roles:
+        raise DataValidationError(f"dataset {name!r}: {spec.missing_note}")
+    files: dict[str, Path] = {}
+    for f in spec.files:
+        path = folder / f.filename
+        if not path.is_file():
+            raise DataValidationError(
+                f"{path}: file not found (dataset {name!r}); run `oodrec download {name}` "
+                f"or point --data-dir / OODREC_DATA at a directory holding {name}/"
+            )
+        if verify:
+            got = sha256_file(path)
+            if got != f.sha256:
+                raise DataValidationError(
+                    f"{path}: checksum mismatch (expected sha256 {f.sha256}, got {got}); "
+                    f"re-download with `oodrec download {name} --force`, or pass "
+                    f"--no-verify to load a modified copy on purpose"
+                )
+        files[f.role] = path
+    return files
 
 
 def _isin_sorted(keys: torch.Tensor, sorted_ref: torch.Tensor) -> torch.Tensor:
@@ -184,43 +225,23 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
         return dataset
     name, folder, spec = _locate(cfg)
     report = DataReport(dataset=name, source=str(folder))
-    files: dict[str, Path] = {}
     if spec is not None:
-        if "train" in spec.missing_roles:
-            raise DataValidationError(f"dataset {name!r}: {spec.missing_note}")
-        for f in spec.files:
-            path = folder / f.filename
-            if not path.is_file():
-                raise DataValidationError(
-                    f"{path}: file not found (dataset {name!r}); run `oodrec download {name}` "
-                    f"or point --data-dir / OODREC_DATA at a directory holding {name}/"
-                )
-            if cfg.verify_checksums:
-                got = sha256_file(path)
-                if got != f.sha256:
-                    raise DataValidationError(
-                        f"{path}: checksum mismatch (expected sha256 {f.sha256}, got {got}); "
-                        f"re-download with `oodrec download {name} --force`, or pass "
-                        f"--no-verify to load a modified copy on purpose"
-                    )
-            files[f.role] = path
+        files = _registered_files(name, folder, spec, cfg.verify_checksums)
+        found = DirectoryLayout("pairs", files, f"registered dataset {name!r}")
     else:
-        for role, candidates in ROLE_FILES.items():
-            for cand in candidates:
-                if (folder / cand).is_file():
-                    files[role] = folder / cand
-                    break
-        for role in ("train", "ood_test"):
-            if role not in files:
-                raise DataValidationError(
-                    f"{folder}: no {' / '.join(ROLE_FILES[role])} file (needed for {role})"
-                )
-    parts = {role: _read_role(path, role, cfg, report) for role, path in files.items()}
-    if "val" not in parts or "iid_test" not in parts:
-        if "val" in parts or "iid_test" in parts:
+        found = find_layout(folder)
+    report.layout = found.layout
+    parts = {}
+    for role, (users, items, file_report) in read_layout(found, cfg.on_bad_lines).items():
+        report.files[role] = file_report
+        parts[role] = Interactions(torch.from_numpy(users), torch.from_numpy(items))
+    missing = [role for role in ("val", "iid_test") if role not in parts]
+    if missing:
+        if len(missing) == 1 and found.layout != "recbole":
             raise DataValidationError(f"{folder}: has only one of the val / iid_test files")
-        parts["train"], parts["val"], parts["iid_test"] = _carve(parts["train"], cfg.split_seed)
+        parts.update(_carve(parts["train"], cfg.split_seed, missing))
         report.carved_from_train = True
+        report.carved_splits = missing
         report.split_seed = cfg.split_seed
     train = parts["train"]
     num_users = int(train.users.max()) + 1

@@ -1,10 +1,16 @@
-"""Strict reading of space-separated interaction files (``user item [value]``)."""
+"""Strict reading of space-separated interaction files.
+
+Two line layouts: **pairs** (``user item [value]``, one interaction per line; the default) and
+**adjacency lists** (``user item item ...``, one user per line; the LightGCN / SELFRec layout).
+``oodrec.data.layouts`` decides which one a dataset directory uses.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +31,8 @@ class FileReport:
     skipped_bad_lines: int = 0
     bad_line_examples: list[str] = field(default_factory=list)
     duplicates_removed: int = 0
+    layout: str = "pairs"
+    """``pairs``, ``adjacency`` or ``recbole`` (see ``oodrec.data.layouts``)."""
 
 
 def _show(line: bytes, limit: int = 60) -> str:
@@ -58,20 +66,20 @@ def read_interactions(
         raise ValueError(f"on_bad_lines must be 'error' or 'skip', got {on_bad_lines!r}")
     if not path.is_file():
         raise DataValidationError(f"{path}: file not found")
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    if lines and lines[-1].strip() == b"":
-        lines.pop()  # final newline
+    lines = _read_lines(path)
     report = FileReport(path=str(path), lines=len(lines))
-    if not any(line.strip() for line in lines):
-        raise DataValidationError(f"{path}: file is empty (no interactions)")
-
     fields = [line.split() for line in lines]
     counts = np.fromiter((len(f) for f in fields), dtype=np.int64, count=len(fields))
     usable = counts[(counts == 2) | (counts == 3)]
+    hint = ""
+    if (counts > 3).any():
+        hint = (
+            " (for an adjacency list, `user item item ...` per line, put a file layout.txt "
+            "holding `adjacency` next to it)"
+        )
     if usable.size == 0:
         raise DataValidationError(
-            f"{path}, line 1: expected 2 or 3 space-separated fields (user item [value]), "
+            f"{path}, line 1: expected 2 or 3 space-separated fields (user item [value]){hint}, "
             f"got {_show(lines[0])}"
         )
     columns = Counter(usable.tolist()).most_common(1)[0][0]
@@ -102,25 +110,110 @@ def read_interactions(
         good_idx = good_idx[ok]
     bad_idx = np.flatnonzero(bad)
     if bad_idx.size:
-        first = int(bad_idx[0])
-        if on_bad_lines == "error":
-            raise DataValidationError(
-                f"{path}, line {first + 1}: malformed line {_show(lines[first])}: expected "
-                f"{columns} space-separated fields with non-negative integer user and item ids. "
-                f"Use --on-bad-lines skip to skip such lines ({bad_idx.size} in this file)."
-            )
-        report.skipped_bad_lines = int(bad_idx.size)
-        report.bad_line_examples = [
-            f"line {i + 1}: {_show(lines[i])}" for i in bad_idx[:5].tolist()
-        ]
-        logger.warning("%s: skipped %d malformed line(s)", path, bad_idx.size)
-    users, items = ids[:, 0], ids[:, 1]
+        expected = (
+            f"{columns} space-separated fields with non-negative integer user and item ids{hint}"
+        )
+        _bad_lines(path, lines, bad_idx, expected, on_bad_lines, report)
+    return _finish(path, ids[:, 0], ids[:, 1], report)
+
+
+def _read_lines(path: Path) -> list[bytes]:
+    """The lines of a file without their newlines (a final newline adds no line)."""
+    lines = path.read_bytes().split(b"\n")
+    if lines and lines[-1].strip() == b"":
+        lines.pop()  # final newline
+    if not any(line.strip() for line in lines):
+        raise DataValidationError(f"{path}: file is empty (no interactions)")
+    return lines
+
+
+def _bad_lines(
+    path: Path,
+    lines: list[bytes],
+    bad_idx: np.ndarray,
+    expected: str,
+    on_bad_lines: str,
+    report: FileReport,
+) -> None:
+    """Raise on the first malformed line, or count and log them (``on_bad_lines="skip"``)."""
+    first = int(bad_idx[0])
+    if on_bad_lines == "error":
+        raise DataValidationError(
+            f"{path}, line {first + 1}: malformed line {_show(lines[first])}: expected "
+            f"{expected}. Use --on-bad-lines skip to skip such lines ({bad_idx.size} in this "
+            "file)."
+        )
+    report.skipped_bad_lines = int(bad_idx.size)
+    report.bad_line_examples = [f"line {i + 1}: {_show(lines[i])}" for i in bad_idx[:5].tolist()]
+    logger.warning("%s: skipped %d malformed line(s)", path, bad_idx.size)
+
+
+def _finish(
+    path: Path, users: np.ndarray, items: np.ndarray, report: FileReport
+) -> tuple[np.ndarray, np.ndarray, FileReport]:
     users, items, dup = dedupe(users, items)
     report.duplicates_removed = dup
     report.kept = int(users.size)
     if report.kept == 0:
         raise DataValidationError(f"{path}: no well-formed interaction lines")
     return users, items, report
+
+
+def _non_negative_ints(tokens: list[bytes]) -> np.ndarray | None:
+    """The tokens as int64, or None if one is not a non-negative integer."""
+    try:
+        values = np.array(tokens, dtype=np.int64)
+    except (ValueError, OverflowError):
+        return None
+    return None if (values < 0).any() else values
+
+
+def read_adjacency(
+    path: str | Path, on_bad_lines: str = "error"
+) -> tuple[np.ndarray, np.ndarray, FileReport]:
+    """Read an adjacency-list file: ``user item item ...`` per line (a user alone on its line
+    has no interaction in this file).
+
+    A line that is empty or holds a token that is not a non-negative integer is malformed:
+    with ``on_bad_lines="error"`` it raises ``DataValidationError`` naming file, 1-based line
+    number and content; with ``"skip"`` it is skipped and counted. Repeated ``(user, item)``
+    pairs are removed (first kept) and counted.
+
+    Args:
+        path: the file.
+        on_bad_lines: ``"error"`` or ``"skip"``.
+
+    Returns:
+        ``(users [N], items [N], report)`` in file order, duplicates removed.
+
+    Raises:
+        DataValidationError: missing or empty file, or a malformed line in strict mode.
+    """
+    path = Path(path)
+    if on_bad_lines not in ("error", "skip"):
+        raise ValueError(f"on_bad_lines must be 'error' or 'skip', got {on_bad_lines!r}")
+    if not path.is_file():
+        raise DataValidationError(f"{path}: file not found")
+    lines = _read_lines(path)
+    report = FileReport(path=str(path), lines=len(lines), layout="adjacency")
+    fields = [line.split() for line in lines]
+    bad = np.array([not f for f in fields], dtype=bool)
+    values = _non_negative_ints(list(chain.from_iterable(fields)))
+    if values is None:  # error path: find the offending lines
+        bad |= np.array([_non_negative_ints(f) is None for f in fields], dtype=bool)
+    bad_idx = np.flatnonzero(bad)
+    if bad_idx.size:
+        expected = "a user id followed by item ids (non-negative integers)"
+        _bad_lines(path, lines, bad_idx, expected, on_bad_lines, report)
+        good = np.flatnonzero(~bad).tolist()
+        values = np.array(list(chain.from_iterable(fields[i] for i in good)), dtype=np.int64)
+        fields = [fields[i] for i in good]
+    counts = np.fromiter(map(len, fields), dtype=np.int64, count=len(fields))  # [L]
+    starts = np.cumsum(counts) - counts  # first token (the user) of each line
+    is_item = np.ones(values.size, dtype=bool)
+    is_item[starts] = False
+    users = np.repeat(values[starts], counts)[is_item]
+    return _finish(path, users, values[is_item], report)
 
 
 def dedupe(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

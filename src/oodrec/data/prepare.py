@@ -72,7 +72,7 @@ def _fixed(reader: Callable[[Path], RawInteractions]) -> Callable:
 RAW_FORMATS: dict[str, RawFormat] = {
     "csv": RawFormat(partial(read_table, delimiter=","), 4.0, "comma-separated, --columns"),
     "tsv": RawFormat(partial(read_table, delimiter="\t"), 4.0, "tab-separated, --columns"),
-    "parquet": RawFormat(read_table, 4.0, "Parquet (needs pyarrow), --columns"),
+    "parquet": RawFormat(read_table, 4.0, "Parquet, --columns"),
     "recbole": RawFormat(_fixed(read_recbole_inter), 4.0, "RecBole atomic .inter file"),
     "kuairec": RawFormat(_fixed(read_kuairec), 2.0, "KuaiRec big_matrix.csv / small_matrix.csv"),
     "yelp": RawFormat(_fixed(read_yelp_reviews), 4.0, "Yelp Open Dataset review JSON lines"),

@@ -6,30 +6,44 @@ and Food.com ``RAW_interactions.csv``.
 
 Every reader returns a ``RawInteractions``: the original user and item tokens (strings), the
 rating (NaN where the format has none) and the timestamp in seconds since the Unix epoch (NaN
-where unknown). Values are converted column by column with vectorised NumPy calls; the first
-offending value raises a ``DataValidationError`` that names file, column, row and value. Rows are
-counted from 1 at the first data row (the header is not counted); the message also gives the line
-of the file. Files are read in chunks of ``CHUNK_ROWS`` rows, so that a 12-million-row KuaiRec
-matrix does not hold every parsed field as a Python string at once.
+where unknown).
+
+Files are parsed by pyarrow (multi-threaded; ``raw_arrow``) and converted in blocks of
+``CHUNK_ROWS`` rows with vectorised casts. The first offending value raises a
+``DataValidationError`` that names file, row, line, column and value: the block holding it is
+converted again by the exact NumPy / ``csv`` path (``raw_values``, ``raw_slow``), which locates
+it. Rows are counted from 1 at the first data row (the header is not counted; empty lines are
+skipped); the message also gives the line of the file. Ids stay dictionary-encoded until the
+end, so that a 12.5-million-row KuaiRec matrix never holds a Python string per field.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
-from itertools import islice
-from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
 
-from oodrec.data.raw_values import Location, parse_floats, parse_ids, parse_timestamps
+from oodrec.data.raw_slow import missing_columns, read_header
 from oodrec.errors import DataValidationError
 
+__all__ = [
+    "CHUNK_ROWS",
+    "ColumnMapping",
+    "RawInteractions",
+    "read_delimited",
+    "read_food_com",
+    "read_header",
+    "read_kuairec",
+    "read_parquet",
+    "read_recbole_inter",
+    "read_table",
+    "read_yelp_reviews",
+]
+
 CHUNK_ROWS = 200_000
+"""Rows per converted block; a bad value is located by re-converting only its block."""
 
 
 @dataclass
@@ -117,85 +131,8 @@ class ColumnMapping:
         return cls(**values)
 
 
-def _convert(
-    columns: dict[str, Sequence],
-    names: dict[str, str],
-    where: Location,
-    allow_missing_timestamp: bool,
-) -> RawInteractions:
-    """Turn raw column values (``role -> values``) into a validated ``RawInteractions``."""
-    n = len(columns["user"])
-    users = parse_ids(columns["user"], where, names["user"])
-    items = parse_ids(columns["item"], where, names["item"])
-    ratings = np.full(n, np.nan)
-    if "rating" in columns:
-        ratings = parse_floats(columns["rating"], where, names["rating"], "rating")
-    timestamps = np.full(n, np.nan)
-    if "timestamp" in columns:
-        timestamps = parse_timestamps(
-            columns["timestamp"], where, names["timestamp"], allow_missing_timestamp
-        )
-    return RawInteractions(users, items, ratings, timestamps, str(where.path))
-
-
-# --------------------------------------------------------------------------- delimited text
-
-
-def _open_text(path: Path):
-    if not path.is_file():
-        raise DataValidationError(f"{path}: file not found")
-    return open(path, newline="", encoding="utf-8-sig")
-
-
-def _csv_line_of(path: Path, delimiter: str, row: int) -> int:
-    """File line (1-based) on which data row ``row`` starts (error path only)."""
-    with _open_text(path) as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
-        previous = 0
-        for n, _ in enumerate(reader):  # n == 0 is the header
-            if n == row:
-                return previous + 1
-            previous = reader.line_num
-    return previous + 1
-
-
-def read_header(path: str | Path, delimiter: str) -> list[str]:
-    """The first row of a delimited file, stripped.
-
-    Raises:
-        DataValidationError: missing or empty file.
-    """
-    path = Path(path)
-    with _open_text(path) as fh:
-        header = next(csv.reader(fh, delimiter=delimiter), None)
-    if not header:
-        raise DataValidationError(f"{path}: file is empty (no header row)")
-    return [h.strip() for h in header]
-
-
-def _missing_columns(
-    where: object, have: Sequence[str], wanted: Iterable[str], kind: str, label: str = "header"
-) -> None:
-    missing = [name for name in wanted if name not in have]
-    if missing:
-        raise DataValidationError(
-            f"{where}: missing column(s) {', '.join(map(repr, missing))} for {kind}; "
-            f"the {label} has {', '.join(map(repr, have)) or 'nothing'}"
-        )
-
-
-def _chunk_rows(
-    path: Path, delimiter: str, getter: Callable, needed: int, rows: list[list[str]], base: int
-) -> list[tuple]:
-    try:
-        return list(map(getter, rows))
-    except IndexError:
-        i = next(k for k, r in enumerate(rows) if len(r) < needed)
-        line = _csv_line_of(path, delimiter, base + i + 1)
-        raise DataValidationError(
-            f"{path}, row {base + i + 1} (line {line}): {len(rows[i])} field(s), the header "
-            f"needs at least {needed}"
-        ) from None
+def _log(cols: dict[str, np.ndarray], path: Path) -> RawInteractions:
+    return RawInteractions(cols["user"], cols["item"], cols["rating"], cols["timestamp"], str(path))
 
 
 def read_delimited(
@@ -204,16 +141,18 @@ def read_delimited(
     delimiter: str = ",",
     kind: str = "CSV",
     allow_missing_timestamp: bool = False,
+    numeric_timestamp: bool = False,
 ) -> RawInteractions:
-    """Read a delimited text file with a header row.
+    """Read a delimited text file with a header row (pyarrow, multi-threaded).
 
     Args:
-        path: the file (UTF-8, optional BOM, RFC 4180 quoting).
+        path: the file (UTF-8, optional BOM, RFC 4180 quoting; empty lines are skipped).
         names: ``role -> column name`` for ``user``, ``item`` and optionally ``rating`` and
             ``timestamp``.
         delimiter: field separator.
         kind: format name used in messages.
         allow_missing_timestamp: empty timestamp fields become NaN instead of raising.
+        numeric_timestamp: the format declares timestamps numeric (parsed as numbers first).
 
     Returns:
         The validated log.
@@ -222,64 +161,33 @@ def read_delimited(
         DataValidationError: missing file or column, ragged row, empty id, non-numeric rating,
             bad timestamp, or undecodable bytes.
     """
+    from oodrec.data import raw_arrow
+
     path = Path(path)
     header = read_header(path, delimiter)
-    _missing_columns(path, header, names.values(), kind)
-    roles = list(names)
-    idx = [header.index(names[r]) for r in roles]
-    getter = itemgetter(*idx)
-    line_of = partial(_csv_line_of, path, delimiter)
-    chunks, base = [], 0
-    with _open_text(path) as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
-        next(reader)
-        try:
-            while rows := list(islice(reader, CHUNK_ROWS)):
-                picked = _chunk_rows(path, delimiter, getter, max(idx) + 1, rows, base)
-                cols = dict(zip(roles, zip(*picked)))
-                where = Location(path, base, line_of)
-                chunks.append(_convert(cols, names, where, allow_missing_timestamp))
-                base += len(rows)
-        except csv.Error as exc:
-            raise DataValidationError(f"{path}, line {reader.line_num}: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise DataValidationError(f"{path}: not UTF-8 text ({exc})") from None
-    if not chunks:
-        raise DataValidationError(f"{path}: no data rows after the header")
-    return RawInteractions.concat(chunks)
+    missing_columns(path, header, names.values(), kind)
+    cols = raw_arrow.read_csv(
+        path,
+        header,
+        names,
+        delimiter,
+        allow_missing_timestamp,
+        numeric_timestamp,
+        CHUNK_ROWS,
+    )
+    return _log(cols, path)
 
 
 def read_parquet(path: str | Path, names: dict[str, str]) -> RawInteractions:
-    """Read the mapped columns of a Parquet file (needs ``pyarrow``, or ``pandas`` with an engine).
+    """Read the mapped columns of a Parquet file (pyarrow).
 
     Raises:
-        DataValidationError: the optional dependency is missing, or a column or value is bad.
+        DataValidationError: missing or unreadable file, missing column, or a bad value.
     """
+    from oodrec.data import raw_arrow
+
     path = Path(path)
-    if not path.is_file():
-        raise DataValidationError(f"{path}: file not found")
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        pq = None
-    if pq is not None:
-        table = pq.read_table(path)
-        _missing_columns(path, table.column_names, names.values(), "Parquet")
-        cols = {r: table.column(c).to_numpy() for r, c in names.items()}
-    else:
-        try:
-            import pandas as pd
-        except ImportError:
-            raise DataValidationError(
-                f"{path}: reading Parquet needs the optional dependency pyarrow "
-                "(`pip install pyarrow`); or convert the file to CSV"
-            ) from None
-        frame = pd.read_parquet(path)
-        _missing_columns(path, list(frame.columns), names.values(), "Parquet")
-        cols = {r: frame[c].to_numpy() for r, c in names.items()}
-    if len(cols["user"]) == 0:
-        raise DataValidationError(f"{path}: no rows")
-    return _convert(cols, names, Location(path), allow_missing_timestamp=False)
+    return _log(raw_arrow.read_parquet(path, names, CHUNK_ROWS), path)
 
 
 def read_table(
@@ -334,7 +242,7 @@ def read_recbole_inter(
                 "declare name:type, e.g. user_id:token)"
             )
         fields[name] = (col, ftype)
-    _missing_columns(path, list(fields), (user_field, item_field), "a RecBole .inter file")
+    missing_columns(path, list(fields), (user_field, item_field), "a RecBole .inter file")
     names = {"user": fields[user_field][0], "item": fields[item_field][0]}
     for role, name in (("rating", rating_field), ("timestamp", timestamp_field)):
         if name in fields:
@@ -342,7 +250,7 @@ def read_recbole_inter(
             if ftype != "float":
                 raise DataValidationError(f"{path}: column {col!r} must be declared {name}:float")
             names[role] = col
-    return read_delimited(path, names, "\t", "a RecBole .inter file")
+    return read_delimited(path, names, "\t", "a RecBole .inter file", numeric_timestamp=True)
 
 
 def read_kuairec(path: str | Path) -> RawInteractions:
@@ -357,7 +265,9 @@ def read_kuairec(path: str | Path) -> RawInteractions:
         "rating": "watch_ratio",
         "timestamp": "timestamp",
     }
-    return read_delimited(path, names, ",", "KuaiRec", allow_missing_timestamp=True)
+    return read_delimited(
+        path, names, ",", "KuaiRec", allow_missing_timestamp=True, numeric_timestamp=True
+    )
 
 
 def read_food_com(path: str | Path) -> RawInteractions:
@@ -374,42 +284,13 @@ YELP_KEYS = ("user_id", "business_id", "stars", "date")
 
 def read_yelp_reviews(path: str | Path) -> RawInteractions:
     """Read ``yelp_academic_dataset_review.json`` of the Yelp Open Dataset (one JSON object per
-    line with ``user_id``, ``business_id``, ``stars`` and ``date``).
+    line with ``user_id``, ``business_id``, ``stars`` and ``date``; pyarrow, multi-threaded).
 
     Raises:
-        DataValidationError: invalid JSON, a missing key or a bad value (naming the line).
+        DataValidationError: invalid JSON, a missing key or a bad value (naming row and line).
     """
+    from oodrec.data import raw_arrow
+
     path = Path(path)
     names = dict(zip(("user", "item", "rating", "timestamp"), YELP_KEYS))
-    getter = itemgetter(*YELP_KEYS)
-    chunks, base = [], 0
-    with _open_text(path) as fh:
-        try:
-            while lines := list(islice(fh, CHUNK_ROWS)):
-                picked = _yelp_chunk(path, lines, base, getter)
-                cols = dict(zip(names, zip(*picked)))
-                chunks.append(_convert(cols, names, Location(path, base, lambda r: r), False))
-                base += len(lines)
-        except UnicodeDecodeError as exc:
-            raise DataValidationError(f"{path}: not UTF-8 text ({exc})") from None
-    if not chunks:
-        raise DataValidationError(f"{path}: file is empty (no reviews)")
-    return RawInteractions.concat(chunks)
-
-
-def _yelp_chunk(path: Path, lines: list[str], base: int, getter: Callable) -> list[tuple]:
-    try:
-        objs = list(map(json.loads, lines))
-        return list(map(getter, objs))
-    except (json.JSONDecodeError, KeyError, TypeError):
-        pass
-    for k, line in enumerate(lines):  # error path only: name the offending line
-        where = f"{path}, row {base + k + 1} (line {base + k + 1})"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataValidationError(f"{where}: invalid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise DataValidationError(f"{where}: expected a JSON object, got {line.strip()[:60]!r}")
-        _missing_columns(where, list(obj), YELP_KEYS, "a Yelp review", label="object")
-    raise AssertionError("unreachable: a chunk failed but no line did")
+    return _log(raw_arrow.read_json_lines(path, names, "a Yelp review", False, CHUNK_ROWS), path)
