@@ -34,6 +34,7 @@ FAST = {
     "lightgcn": ["model.emb_dim=8"],
     "diffrec": ["model.dims=[16]", "train.lr=0.001"],
     "advinfonce": ["model.emb_dim=8", "model.neg_sample=4", "model.adv_dim=8", "train.lr=0.01"],
+    "drgnn": ["model.emb_dim=8", "model.aug_warm_up=1", "model.aug_gap=1", "train.lr=0.05"],
     "invcf": ["model.emb_dim=16", "model.lambda2=0.1", "model.lambda1=0.1", "model.lambda3=0.1"],
 }
 

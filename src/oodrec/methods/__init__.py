@@ -15,6 +15,7 @@ from oodrec.errors import ConfigError
 from oodrec.methods.advinfonce import AdvInfoNCE
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer, TrainData
 from oodrec.methods.diffrec import DiffRec
+from oodrec.methods.drgnn import DRGNN
 from oodrec.methods.invcf import InvCF
 from oodrec.methods.lightgcn import LightGCNMethod
 from oodrec.registry import Registry
@@ -24,6 +25,7 @@ METHODS.register("lightgcn", LightGCNMethod)
 METHODS.register("diffrec", DiffRec)
 METHODS.register("invcf", InvCF)
 METHODS.register("advinfonce", AdvInfoNCE)
+METHODS.register("drgnn", DRGNN)
 
 
 def implied_overrides(cfg: ExperimentConfig) -> dict[str, Any]:
