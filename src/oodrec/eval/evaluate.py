@@ -10,7 +10,7 @@ import torch
 from oodrec.config import SPLITS, EvalConfig
 from oodrec.data.dataset import InteractionDataset
 from oodrec.eval.metrics import ranking_metrics
-from oodrec.eval.ranking import CSR, topk_hits
+from oodrec.eval.ranking import CSR, mask_history, top_items
 from oodrec.models.base import Embeddings
 
 
@@ -38,6 +38,11 @@ def as_scorer(scorer: Scorer | Embeddings) -> Scorer:
         emb = scorer
         return lambda users: emb.users[users] @ emb.items.T
     return scorer
+
+
+def _same(a: list[CSR], b: list[CSR]) -> bool:
+    """Whether two mask lists hold the same CSR objects in the same order."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
 class Evaluator:
@@ -77,7 +82,8 @@ class Evaluator:
 
         Args:
             scorer: ``scorer(users [B]) -> scores [B, I]`` (a method's ``scorer()``), or
-                propagated embeddings (scores are inner products of pooled embeddings).
+                propagated embeddings (scores are inner products of pooled embeddings). The
+                returned scores are masked in place: return a fresh, writable tensor.
             splits: subset of ``val``, ``iid_test``, ``ood_test``.
             keep_per_user: keep per-user metric vectors (on CPU).
         """
@@ -88,17 +94,36 @@ class Evaluator:
         # scorer dominates evaluation time.
         member = torch.stack([self.csr[s].counts() > 0 for s in splits])  # [S, U]
         users_all = torch.nonzero(member.any(0)).squeeze(1)
+        # Splits that share a mask list share one top-k; mask lists are applied in place, the
+        # shorter first (val's [train] is a prefix of the test splits' [train, val]), so no
+        # split needs its own [B, I] copy of the scores.
+        groups: list[list[CSR]] = []
+        for split in splits:
+            if not any(_same(g, self.masks[split]) for g in groups):
+                groups.append(self.masks[split])
+        groups.sort(key=len)
+        for short, long in zip(groups, groups[1:]):
+            if not _same(short, long[: len(short)]):
+                raise ValueError("evaluation masks must extend one another")
+        k_max = max(ks)
         per_user: dict[str, dict[str, list[torch.Tensor]]] = {s: {} for s in splits}
         for start in range(0, users_all.numel(), self.cfg.user_batch_size):
             users = users_all[start : start + self.cfg.user_batch_size]
-            scores = scorer(users)  # [B, I]
+            scores = scorer(users)  # [B, I], masked in place below
+            tops: list[torch.Tensor] = []
+            applied = 0
+            for g in groups:
+                mask_history(scores, users, g[applied:])
+                applied = len(g)
+                tops.append(top_items(scores, k_max))  # [B, k]
             for i, split in enumerate(splits):
                 rows = member[i, users]
                 if not bool(rows.any()):
                     continue
                 su = users[rows]
-                sub = scores[rows] if len(splits) > 1 or not bool(rows.all()) else scores
-                hits, _ = topk_hits(sub, su, self.csr[split], self.masks[split], max(ks))
+                group = next(j for j, g in enumerate(groups) if _same(g, self.masks[split]))
+                top = tops[group][rows]  # [n, k]
+                hits = self.csr[split].contains(su, top, self.num_items)  # [n, k]
                 num_pos = self.csr[split].counts()[su]
                 for name, vals in ranking_metrics(hits, num_pos, ks).items():
                     per_user[split].setdefault(name, []).append(vals)

@@ -20,11 +20,41 @@ class CSR:
         self.indptr = torch.zeros(num_users + 1, dtype=torch.long)
         self.indptr[1:] = counts.cumsum(0)
         self.num_users = num_users
+        self._keys: tuple[int, torch.Tensor] | None = None  # (num_cols, sorted pair keys)
 
     def to(self, device: torch.device | str) -> CSR:
         self.indices = self.indices.to(device)
         self.indptr = self.indptr.to(device)
+        if self._keys is not None:
+            self._keys = (self._keys[0], self._keys[1].to(device))
         return self
+
+    def keys(self, num_cols: int) -> torch.Tensor:
+        """Sorted keys ``user * num_cols + item`` of all entries, built once per ``num_cols``.
+
+        Shapes:
+            returns: [N] long, ascending.
+        """
+        if self._keys is None or self._keys[0] != num_cols:
+            rows = torch.repeat_interleave(
+                torch.arange(self.num_users, device=self.indptr.device), self.counts()
+            )
+            keys = rows * num_cols + self.indices.to(torch.long)
+            self._keys = (num_cols, torch.sort(keys).values)
+        return self._keys[1]
+
+    def contains(self, rows: torch.Tensor, cols: torch.Tensor, num_cols: int) -> torch.Tensor:
+        """Whether item ``cols[b, j]`` is an entry of user ``rows[b]``; O(B k log N).
+
+        Shapes:
+            rows: [B]; cols: [B, k] (ids in ``[0, num_cols)``) -> [B, k] bool.
+        """
+        keys = self.keys(num_cols)
+        if keys.numel() == 0:
+            return torch.zeros(cols.shape, dtype=torch.bool, device=cols.device)
+        query = rows.to(torch.long).unsqueeze(1) * num_cols + cols  # [B, k]
+        pos = torch.searchsorted(keys, query).clamp_(max=keys.numel() - 1)
+        return keys[pos] == query
 
     def counts(self) -> torch.Tensor:
         """Items per user. Shape [U]."""
@@ -52,6 +82,22 @@ class CSR:
         return out
 
 
+def mask_history(scores: torch.Tensor, users: torch.Tensor, masks: list[CSR]) -> None:
+    """Set the entries of ``masks`` (items of each user in ``users``) to -inf, in place.
+
+    Shapes:
+        scores: [B, I]; users: [B].
+    """
+    for m in masks:
+        r, c = m.gather(users)
+        scores[r, c] = -torch.inf
+
+
+def top_items(scores: torch.Tensor, k_max: int) -> torch.Tensor:
+    """Top-``min(k_max, I)`` item ids per row. Shapes: scores [B, I] -> [B, k]."""
+    return torch.topk(scores, min(k_max, scores.shape[1]), dim=1).indices
+
+
 def topk_hits(
     scores: torch.Tensor,
     users: torch.Tensor,
@@ -65,11 +111,7 @@ def topk_hits(
         scores: [B, I] (modified in place: masked entries set to -inf); users: [B].
         returns: (hits [B, k_max] bool, topk item ids [B, k_max]).
     """
-    for m in masks:
-        r, c = m.gather(users)
-        scores[r, c] = -torch.inf
-    k = min(k_max, scores.shape[1])
-    top = torch.topk(scores, k, dim=1).indices  # [B, k]
-    relevant = truth.dense(users, scores.shape[1])  # [B, I]
-    hits = torch.gather(relevant, 1, top)  # [B, k]
+    mask_history(scores, users, masks)
+    top = top_items(scores, k_max)  # [B, k]
+    hits = truth.contains(users, top, scores.shape[1])  # [B, k]
     return hits, top

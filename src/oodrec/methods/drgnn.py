@@ -8,8 +8,8 @@ Per training step (official ``enable_DRO=1``, augmentation on, full batch):
    coefficient c = ``aug_coefficient``, original edges 1 - c;
 2. edge scores f_ui = exp(-e_u . e_i / (sqrt(d_u d_i) alpha)) from the normalised ego embeddings
    (detached), times the edge coefficient;
-3. per-user normalisation L_ui = f_ui / ((1/d_u) sum_{i' in N(u)} f_ui' coef2_ui') with coef2 = 1 - c
-   on original edges and c d_u on added ones;
+3. per-user normalisation L_ui = f_ui / ((1/d_u) sum_{i' in N(u)} f_ui' coef2_ui'), with
+   coef2 = 1 - c on original edges and c d_u on added ones;
 4. LightGCN propagation over A_hat * L (the same L in both directions, so the matrix stays
    symmetric); evaluation propagates over the plain graph;
 5. BPR with temperature, mean softplus((s- - s+) / tau), plus L2 on the batch's egos.
