@@ -58,8 +58,8 @@ def check_method_config(cfg: ExperimentConfig) -> None:
         )
     elif cfg.sampler != SamplerConfig():
         raise ConfigError(
-            f"model {cfg.model.name!r} takes no negative sampler (it trains on whole interaction "
-            f"vectors); drop --sampler / sampler.* (got sampler.name={cfg.sampler.name!r}, "
+            f"model {cfg.model.name!r} takes no negative sampler (it draws its own negatives, or "
+            f"none); drop --sampler / sampler.* (got sampler.name={cfg.sampler.name!r}, "
             f"options {dict(cfg.sampler.options)})"
         )
 
