@@ -85,10 +85,8 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _build_config(args: argparse.Namespace):
-    from oodrec.config import ExperimentConfig, apply_overrides, load_yaml
-
-    cfg = load_yaml(args.config) if args.config else ExperimentConfig()
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    """``key=value`` overrides of the experiment flags that were given (``--set`` not included)."""
     flags = {
         "data.dataset": args.dataset,
         "data.data_dir": args.data_dir,
@@ -104,6 +102,14 @@ def _build_config(args: argparse.Namespace):
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
     if args.no_verify:
         overrides.append("data.verify_checksums=false")
+    return overrides
+
+
+def _build_config(args: argparse.Namespace):
+    from oodrec.config import ExperimentConfig, apply_overrides, load_yaml, validate_config
+
+    cfg = load_yaml(args.config) if args.config else ExperimentConfig()
+    overrides = _flag_overrides(args)
     cfg = apply_overrides(cfg, overrides + list(args.set))
     from oodrec.errors import ConfigError
     from oodrec.methods import METHODS, check_method_config, implied_overrides
@@ -122,7 +128,40 @@ def _build_config(args: argparse.Namespace):
         cfg = replace(cfg, out_dir=args.out)
     if getattr(args, "name", None):
         cfg = replace(cfg, name=args.name)
+    validate_config(cfg)
     return cfg
+
+
+RESUME_SAFE_KEYS = ("train.epochs", "train.device", "train.threads")
+"""Settings ``--resume`` may change: they do not change what the finished epochs mean."""
+
+
+def _resume_config(args: argparse.Namespace, saved):
+    """The run's saved config with the resume's flags applied, and the changes as
+    ``key (old -> new)``; any change outside ``RESUME_SAFE_KEYS`` is a ConfigError."""
+    import json
+
+    from oodrec.config import apply_overrides, config_diff, to_dict, validate_config
+    from oodrec.errors import ConfigError
+
+    given = [f for f in ("config", "out", "name") if getattr(args, f, None)]
+    given += ["overwrite"] if args.overwrite else []
+    if given:
+        raise ConfigError(
+            f"--resume continues the run in its directory with its config.yaml; drop "
+            f"{', '.join('--' + f for f in given)}"
+        )
+    cfg = apply_overrides(saved, _flag_overrides(args) + list(args.set))
+    plain = [json.loads(json.dumps(to_dict(c))) for c in (saved, cfg)]
+    changes = config_diff(*plain)
+    refused = [c for c in changes if c.split(" ", 1)[0] not in RESUME_SAFE_KEYS]
+    if refused:
+        raise ConfigError(
+            f"--resume cannot change {'; '.join(refused)}: a resumed run keeps its settings "
+            f"except {', '.join(RESUME_SAFE_KEYS)}; start a new run (another --name) instead"
+        )
+    validate_config(cfg)
+    return cfg, changes
 
 
 def _format_table(metrics: dict[str, dict[str, float]], label: str) -> str:
@@ -172,38 +211,106 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exists_message(run_path: Path) -> str:
+    return (
+        f"run directory {run_path} exists; continue it with `oodrec train --resume "
+        f"{run_path}`, choose another --name, or pass --overwrite"
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from oodrec.data.dataset import load_dataset
-    from oodrec.train.loop import train
-    from oodrec.train.runs import RunDir
+    from oodrec.train.loop import check_device
+    from oodrec.train.runs import LOCK_FILE, RunDir
 
     if args.resume:
-        rd = RunDir(args.resume)
-        cfg = rd.load_config()
+        return _cmd_resume(args)
+    if args.resume_from != "last":
+        raise OodrecError("--resume-from goes with --resume RUN_DIR")
+    cfg = _build_config(args)
+    check_device(cfg.train.device)
+    rd = RunDir(Path(cfg.out_dir) / cfg.run_name())
+    if rd.config_path.exists() and not args.overwrite:
+        raise OodrecError(_exists_message(rd.path))
+    existed = rd.path.exists()
+    dataset = load_dataset(cfg.data)
+    with rd.lock("train"):
+        try:
+            # checked again under the lock: another process may have started the run meanwhile
+            if rd.config_path.exists() and not args.overwrite:
+                raise OodrecError(_exists_message(rd.path))
+            if args.overwrite and existed:
+                removed = rd.clear()
+                if removed:
+                    logger.warning("--overwrite: removed the previous run in %s", rd.path)
+            return _run_training(args, cfg, dataset, rd, resume=False)
+        except BaseException:
+            if not existed and [p.name for p in rd.path.iterdir()] == [LOCK_FILE]:
+                (rd.path / LOCK_FILE).unlink()  # leave no empty run directory behind
+            raise
+        finally:
+            if not existed and rd.path.is_dir() and not any(rd.path.iterdir()):
+                rd.path.rmdir()
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    import os
+
+    from oodrec.train.runs import RunDir
+
+    rd = RunDir(args.resume)
+    rd.load_config()  # fails on a directory that is no run before a lock file is created
+    with rd.lock("resume"):  # taken before torch loads: a second writer is refused at once
+        from oodrec.data.dataset import load_dataset
+        from oodrec.train.loop import check_device
+
+        saved = rd.load_config()
+        cfg, changes = _resume_config(args, saved)
+        check_device(cfg.train.device)
         if rd.is_finished():
             rec = rd.read_record()
-            print(f"{rd.path} already finished (best epoch {rec['best_epoch']}).")
-            print(_format_table(rec["metrics"], rec["selection"]["label"]))
-            return 0
-        run_path = rd.path
-    else:
-        cfg = _build_config(args)
-        run_path = Path(cfg.out_dir) / cfg.run_name()
-        if (run_path / "config.yaml").exists() and not args.overwrite:
-            raise OodrecError(
-                f"run directory {run_path} exists; continue it with `oodrec train --resume "
-                f"{run_path}`, choose another --name, or pass --overwrite"
+            extends = cfg.train.epochs > saved.train.epochs and not rec.get("stopped_early")
+            if not extends:
+                print(f"{rd.path} already finished (best epoch {rec['best_epoch']}).")
+                if changes:
+                    why = "it stopped early" if rec.get("stopped_early") else "nothing is left"
+                    print(f"not resumed ({why}); settings unchanged: {'; '.join(changes)}")
+                print(_format_table(rec["metrics"], rec["selection"]["label"]))
+                return 0
+            os.replace(rd.record_path, rd.path / "record.prev.json")
+            logger.warning(
+                "extending the finished run %s to %d epochs; its record.json is kept as "
+                "record.prev.json",
+                rd.path,
+                cfg.train.epochs,
             )
-    dataset = load_dataset(cfg.data)
-    for note in dataset.report.notes():
-        print(f"data: {note}", file=sys.stderr)
-    print(f"run directory: {run_path}", file=sys.stderr)
+        dataset = load_dataset(cfg.data)
+        return _run_training(args, cfg, dataset, rd, resume=True, changes=changes)
+
+
+def _run_training(args, cfg, dataset, rd, resume: bool, changes=None) -> int:
+    from oodrec.train.loop import train
+    from oodrec.train.record import data_warnings
+
+    # the data notes are logged once, by the loader; a split that lost > 1% is a warning
+    for line in data_warnings(dataset.report):
+        logger.warning("data: %s", line)
+    if changes:
+        logger.warning("resuming with changed settings: %s", "; ".join(changes))
+    print(f"run directory: {rd.path}", file=sys.stderr)
     try:
         result = train(
-            cfg, dataset, run_dir=run_path, resume=bool(args.resume), show_progress=not args.quiet
+            cfg,
+            dataset,
+            run_dir=rd.path,
+            resume=resume,
+            show_progress=not args.quiet,
+            resume_from=args.resume_from,
+            changes=changes,
+            command="resume" if resume else "train",
         )
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with `oodrec train --resume {run_path}`", file=sys.stderr)
+        print(f"\ninterrupted; continue with `oodrec train --resume {rd.path}`", file=sys.stderr)
         return 130
     rec = result.record
     print(
@@ -220,7 +327,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from oodrec.train.reload import load_run
     from oodrec.train.selection import selection_label
 
-    run = load_run(args.run_dir, data_dir=args.data_dir)
+    run = load_run(args.run_dir, data_dir=args.data_dir, device=args.device)
     res = run.evaluate()
     print(f"{run.path}: best checkpoint (epoch {run.epoch}, model {run.cfg.method_label()})")
     print(_format_table({s: r.means for s, r in res.items()}, selection_label(run.cfg.train)))
@@ -230,10 +337,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_speed(args: argparse.Namespace) -> int:
     import time
 
+    from oodrec._threads import load_average, thread_info
     from oodrec.data.dataset import load_dataset
-    from oodrec.train.loop import Trainer
+    from oodrec.errors import ConfigError
+    from oodrec.train.loop import Trainer, check_device
 
+    if args.repeats < 1:
+        raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
     cfg = _build_config(args)
+    check_device(cfg.train.device)
+    load = load_average()  # before this process adds its own load
     cfg = replace(cfg, train=replace(cfg.train, fhn_batches=0))
     dataset = load_dataset(cfg.data)
     trainer = Trainer(cfg, dataset)
@@ -246,12 +359,16 @@ def cmd_speed(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         trainer.evaluate()
         evals.append(time.perf_counter() - t0)
-    import torch
-
+    info = thread_info()
+    seen = "unknown" if load is None else f"{load:.2f}"
     print(
         f"dataset={dataset.name} method={cfg.method_label()} batch={cfg.train.batch_size} "
-        f"dim={cfg.model.emb_dim} layers={cfg.model.num_layers} device={cfg.train.device} "
-        f"threads={torch.get_num_threads()}"
+        f"dim={cfg.model.emb_dim} layers={cfg.model.num_layers} device={cfg.train.device}"
+    )
+    print(
+        f"threads={info['threads']} (train.threads={cfg.train.threads}) "
+        f"omp_wait_policy={info['omp_wait_policy']} load={seen} (1-min average at start) "
+        f"cores={info['cores']}"
     )
     print(
         f"epoch seconds: median {statistics.median(epochs):.3f}  "
@@ -371,13 +488,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="run directory name (default DATASET-SAMPLER-seedN for lightgcn, else "
         "DATASET-MODEL-seedN)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or interrupted run")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run directory (all of its files are removed first)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a killed or interrupted run; only train.epochs (--epochs, to extend it), "
+        "train.device (--device) and train.threads may change",
+    )
+    p.add_argument(
+        "--resume-from",
+        choices=["last", "prev"],
+        default="last",
+        help="checkpoint to resume from: last (default) or prev, the one before it (when "
+        "checkpoints/last.pt is damaged)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="re-evaluate the best checkpoint of a run directory")
     p.add_argument("run_dir")
     p.add_argument("--data-dir")
+    p.add_argument("--device", help="evaluate on this device (default: the run's train.device)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -387,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(after a warm-up epoch) and prints the medians over --repeats runs.",
     )
     _add_experiment_args(p)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed epochs (>= 1; default 5)")
     p.set_defaults(func=cmd_speed)
 
     p = sub.add_parser("samplers", help="list negative samplers and their options")
@@ -413,6 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``oodrec`` console script. Returns the exit code."""
+    from oodrec._threads import default_wait_policy
+
+    # Before torch (and OpenMP) loads: idle threads sleep instead of spinning, which keeps a
+    # run fast next to other busy processes (see oodrec._threads). A user's setting wins.
+    default_wait_policy()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

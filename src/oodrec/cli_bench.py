@@ -39,11 +39,12 @@ examples:
 
 REPORT_DESCRIPTION = """\
 Read the finished runs below RUNS_DIR (record.json, epochs.jsonl, bench.json; best
-checkpoints for Figure 1) and write to OUT: table1 (OOD and IID test R@10/20, N@10/20 per
-method and dataset, mean ± std over seeds, best bold, second underlined, improvement of the
-target method over the strongest baseline with a paired t-test p-value), ablation, alpha_beta
-and runtime tables, each as .md, .csv and .tex, report.md with all tables, and figures/
-(PNG and PDF). Val-selected and test-selected runs get separate tables, each labelled.
+checkpoints for Figure 1) and write to OUT (default RUNS_DIR/report): table1 (OOD and IID
+test R@10/20, N@10/20 per method and dataset, mean ± std over seeds, best bold, second
+underlined, improvement of the target method over the strongest baseline with a paired t-test
+p-value), ablation, alpha_beta and runtime tables, each as .md, .csv and .tex, report.md with
+all tables, and figures/ (PNG and PDF). Val-selected and test-selected runs get separate
+tables, each labelled.
 """
 
 PLOTS_MISSING = "figures need matplotlib: pip install 'oodrec[plots]'"
@@ -90,7 +91,11 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("runs_dir", metavar="RUNS_DIR", help="directory searched for finished runs")
-    p.add_argument("--out", default="results", help="output directory (default results/)")
+    p.add_argument(
+        "--out",
+        help="output directory (default RUNS_DIR/report; the committed results/ is written "
+        "only when named)",
+    )
     p.add_argument(
         "--target", default="cnsdiff", help="proposed method's name for the improvement rows"
     )
@@ -159,7 +164,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from oodrec.bench.report import write_report
     from oodrec.errors import ConfigError
 
-    out = Path(args.out)
+    out = Path(args.out) if args.out else Path(args.runs_dir) / "report"
     written = write_report(args.runs_dir, out, target=args.target)
     if args.figures is not False:
         try:

@@ -6,6 +6,7 @@ and are converted with the field's declared type (no ``eval``).
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -117,8 +118,10 @@ class TrainConfig:
     """Torch device (``cpu``, ``cuda``, ``cuda:1``)."""
     deterministic: bool = True
     """Request deterministic kernels."""
-    threads: int = 0
-    """Torch intra-op threads; 0 keeps torch's default."""
+    threads: int | Literal["auto"] = 0
+    """Torch intra-op threads: 0 keeps torch's default (one per core), ``auto`` takes the cores
+    not busy with other work (cores minus the 1-minute load average, at least 1), N uses N.
+    May be changed when a run is resumed."""
     fhn_batches: int = 2
     """Fixed batches (1024 pairs each) on which negative diagnostics run every epoch; 0 disables."""
     eval_all_splits: bool = True
@@ -131,8 +134,17 @@ class TrainConfig:
                 f"train.epochs, train.batch_size and train.eval_every must be >= 1, got "
                 f"{self.epochs}, {self.batch_size}, {self.eval_every}"
             )
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ConfigError(f"train.lr must be a finite number > 0, got {self.lr}")
+        if self.patience < 0:
+            raise ConfigError(
+                f"train.patience must be >= 0 (0: never stop early), got {self.patience}"
+            )
+        if self.threads != "auto" and (isinstance(self.threads, bool) or self.threads < 0):
+            raise ConfigError(
+                f"train.threads must be 0 (torch's default), 'auto' or a positive count, "
+                f"got {self.threads!r}"
+            )
         if self.select_on not in SPLITS:
             raise ConfigError(f"train.select_on must be one of {SPLITS}, got {self.select_on!r}")
         if self.l2_form not in ("squared", "selfrec"):
@@ -160,6 +172,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"eval.ks must be non-empty positive integers, got {self.ks}")
+        if self.user_batch_size < 1:
+            raise ConfigError(f"eval.user_batch_size must be >= 1, got {self.user_batch_size}")
         object.__setattr__(self, "ks", tuple(sorted(set(int(k) for k in self.ks))))
 
 
@@ -191,6 +205,50 @@ class ExperimentConfig:
         existing run directories), else the model (``diffrec``). A method that takes no sampler
         is never named after one."""
         return self.sampler.name if self.model.name == "lightgcn" else self.model.name
+
+
+SELECTION_METRICS = ("recall", "ndcg")
+"""Metric families computed at every K of ``eval.ks`` (``recall@20``, ``ndcg@10``, ...)."""
+
+
+def validate_config(cfg: ExperimentConfig) -> None:
+    """Checks that span several sections, run once all overrides are applied (a single field is
+    checked when its dataclass is built).
+
+    Raises:
+        ConfigError: ``train.select_metric`` is not computed (valid: recall@K / ndcg@K for K in
+            ``eval.ks``), or ``select_rule=all_four`` without K = 10 and 20 in ``eval.ks``.
+    """
+    valid = [f"{m}@{k}" for m in SELECTION_METRICS for k in cfg.eval.ks]
+    if cfg.train.select_metric not in valid:
+        raise ConfigError(
+            f"train.select_metric {cfg.train.select_metric!r} is not computed; valid with "
+            f"eval.ks={list(cfg.eval.ks)}: {', '.join(valid)}"
+        )
+    if cfg.train.select_rule == "all_four" and not {10, 20} <= set(cfg.eval.ks):
+        raise ConfigError(
+            f"train.select_rule=all_four needs 10 and 20 in eval.ks, got {list(cfg.eval.ks)}"
+        )
+
+
+def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts.
+
+    Args:
+        old, new: plain nested dicts (or values).
+        prefix: key prefix of this level.
+
+    Returns:
+        Sorted differing keys (``old=... new=...`` appended for leaves).
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += config_diff(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    if old != new:
+        return [f"{prefix.rstrip('.')} ({old!r} -> {new!r})"]
+    return []
 
 
 # --------------------------------------------------------------------------- (de)serialisation
@@ -430,6 +488,8 @@ __all__ = [
     "EvalConfig",
     "ExperimentConfig",
     "SPLITS",
+    "config_diff",
+    "validate_config",
     "to_dict",
     "from_dict",
     "apply_overrides",

@@ -269,9 +269,11 @@ def run_name(dataset: str, method: str, seed: int, sweep: dict[str, Any]) -> str
 
 def _check_method(cfg: ExperimentConfig) -> None:
     """Fail early on an unknown model, sampler or option (checked again when built)."""
+    from oodrec.config import validate_config
     from oodrec.methods import check_method_config
 
     check_method_config(cfg)
+    validate_config(cfg)
 
 
 def _method_config(cfg: ExperimentConfig, method: MethodSpec) -> ExperimentConfig:

@@ -4,7 +4,8 @@
   buckets per method (the best checkpoint is re-ranked with ``eval.groups``), and the
   false-hard-negative ratio per method (``fhn_ratio`` of ``epochs.jsonl``, mean over epochs).
 * Figure 4 (per swept key and dataset): OOD Recall@20 / NDCG@20 vs the swept value.
-* Figure 5 (per dataset): ``fhn_ratio`` and OOD Recall@20 per epoch.
+* Figure 5 (per dataset): ``fhn_ratio``, OOD Recall@20 and the val selection metric per epoch,
+  with each run's selected epoch marked.
 * Figure 6 needs interaction timestamps in the run's data; it is skipped with a logged note
   otherwise (the shipped datasets have none).
 
@@ -146,12 +147,14 @@ def _sortable(value: Any) -> tuple[int, Any]:
     return (0, float(value)) if isinstance(value, (int, float)) else (1, str(value))
 
 
-def _band(ax: Any, xs: list, ys: list[float], sd: list[float], label: str) -> None:
+def _band(
+    ax: Any, xs: list, ys: list[float], sd: list[float], label: str, color: str | None = None
+) -> None:
     """A line with a ± std band."""
-    ax.plot(xs, ys, marker="o" if len(xs) < 12 else None, label=label)
+    ax.plot(xs, ys, marker="o" if len(xs) < 12 else None, label=label, color=color)
     lo = [y - s for y, s in zip(ys, sd)]
     hi = [y + s for y, s in zip(ys, sd)]
-    ax.fill_between(xs, lo, hi, alpha=0.2)
+    ax.fill_between(xs, lo, hi, alpha=0.2, color=color)
 
 
 def _sensitivity_lines(runs: list[RunRecord], key: str) -> dict[str, dict[Any, list[RunRecord]]]:
@@ -203,19 +206,36 @@ def _epoch_curve(group: list[RunRecord], column: str) -> tuple[list[int], list[f
     return epochs, [s[0] for s in stats], [s[1] for s in stats]
 
 
+def selection_column(run: RunRecord) -> str:
+    """The ``epochs.jsonl`` column that picked the run's best epoch (``val/ndcg@20``)."""
+    sel = run.record.get("selection", {})
+    train_cfg = run.config.get("train", {})
+    split = sel.get("split") or train_cfg.get("select_on") or "val"
+    metric = sel.get("metric") or train_cfg.get("select_metric") or "ndcg@20"
+    return f"{split}/{metric}"
+
+
 def figure5(runs: list[RunRecord], out_dir: Path, suffix: str = "") -> list[Path]:
-    """Figure 5 per dataset: FHN ratio and OOD Recall@20 per epoch, one line per method."""
+    """Figure 5 per dataset: FHN ratio, OOD Recall@20 and the selection metric (val) per epoch,
+    one line per method; dotted vertical lines mark each run's selected epoch."""
     written: list[Path] = []
     for dataset, ds_runs in _by([r for r in runs if is_main_run(r)], lambda r: r.dataset).items():
-        fig, axes = _figure(2)
-        for method, group in _by(ds_runs, lambda r: r.label).items():
-            for ax, column in zip(axes, ("fhn_ratio", "ood_test/recall@20")):
+        fig, axes = _figure(3)
+        for i, (method, group) in enumerate(_by(ds_runs, lambda r: r.label).items()):
+            color = f"C{i}"
+            columns = ("fhn_ratio", "ood_test/recall@20", selection_column(group[0]))
+            selected = [r.record.get("best_epoch") for r in group]
+            selected = [e for e in selected if isinstance(e, int) and e >= 0]
+            for ax, column in zip(axes, columns):
                 xs, ys, sd = _epoch_curve(group, column)
                 if not xs:
                     continue
-                _band(ax, xs, ys, sd, method)
+                _band(ax, xs, ys, sd, method, color)
+                for epoch in selected:
+                    ax.axvline(epoch, color=color, linestyle=":", linewidth=0.9)
                 ax.set_xlabel("epoch")
                 ax.set_ylabel(column)
+        axes[2].set_title("selection metric (dotted: selected epoch)", fontsize=8)
         axes[0].legend(fontsize=7)
         fig.suptitle(f"{dataset}: training dynamics ({runs[0].selection})", fontsize=9)
         written += _save(fig, out_dir, f"fig5_{dataset}{suffix}")
@@ -268,4 +288,12 @@ def write_figures(
     return written
 
 
-__all__ = ["figure1", "figure4", "figure5", "figure6", "run_bucket_recall", "write_figures"]
+__all__ = [
+    "figure1",
+    "figure4",
+    "figure5",
+    "figure6",
+    "run_bucket_recall",
+    "selection_column",
+    "write_figures",
+]

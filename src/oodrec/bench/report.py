@@ -240,6 +240,9 @@ def write_report(runs_dir: str | Path, out_dir: str | Path, target: str = "cnsdi
         summary += [md]
     missing = [k for k in ("table1", "ablation", "alpha_beta", "runtime") if k not in tables]
     summary += [f"- no {k} table: no matching runs" for k in missing]
+    warned = sorted({f"{r.dataset}: {w}" for r in runs for w in r.record.get("data_warnings", [])})
+    if warned:
+        summary += ["", "## Data warnings", "", *[f"- {w}" for w in warned]]
     (out / "report.md").write_text("\n".join(summary).rstrip() + "\n")
     written.append(out / "report.md")
     logger.info("wrote %d file(s) to %s", len(written), out)

@@ -9,6 +9,9 @@ point. Before anything runs, each run directory is checked against the run's res
 * same config, no ``record.json``: resumed from its last checkpoint (``train(resume=True)``);
 * different config: an error naming the differing keys, unless ``force`` (then it is rerun).
 
+A run directory has one writer: each run holds its lock (``train.runs.RunLock``) while it runs,
+so a second bench or ``oodrec train`` on the same directory fails naming the holder's PID.
+
 Executors (``bench.executors``): ``local`` (this process, or a pool of spawned workers) and
 ``ray`` (one Ray task per run).
 """
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 import traceback
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from typing import Any, Literal
 import yaml
 
 from oodrec.bench.grid import GridRun
-from oodrec.config import ExperimentConfig, from_dict, to_dict
+from oodrec.config import ExperimentConfig, config_diff, from_dict, to_dict
 from oodrec.errors import ConfigError, RunError
 from oodrec.train.runs import RunDir, atomic_write_text
 
@@ -84,26 +86,6 @@ def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     for key in IGNORED_KEYS:
         norm.pop(key, None)
     return norm
-
-
-def config_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested dicts.
-
-    Args:
-        old, new: plain nested dicts (or values).
-        prefix: key prefix of this level.
-
-    Returns:
-        Sorted differing keys (``old=... new=...`` appended for leaves).
-    """
-    if isinstance(old, dict) and isinstance(new, dict):
-        out: list[str] = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += config_diff(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    if old != new:
-        return [f"{prefix.rstrip('.')} ({old!r} -> {new!r})"]
-    return []
 
 
 def plan_run(run: GridRun, path: Path, force: bool = False) -> Action:
@@ -214,12 +196,14 @@ def execute_job(job: Job) -> RunOutcome:
 
     t0 = time.perf_counter()
     try:
-        if job.action == "restart":
-            shutil.rmtree(job.path, ignore_errors=True)
         resume = job.action == "resume"
         dataset = _load_dataset(job.run.config)
-        write_bench_info(job)
-        train(job.run.config, dataset, run_dir=job.path, resume=resume)
+        # one writer per run directory: a second bench or train on it fails with the holder's PID
+        with RunDir(job.path).lock("bench"):
+            if job.action == "restart":
+                RunDir(job.path).clear()
+            write_bench_info(job)
+            train(job.run.config, dataset, run_dir=job.path, resume=resume, command="bench")
         status = "resumed" if resume else "finished"
         return RunOutcome(job.run.name, status, time.perf_counter() - t0)
     except Exception:  # noqa: BLE001 - one failed run must not stop the grid

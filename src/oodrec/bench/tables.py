@@ -183,9 +183,15 @@ def alpha_beta_table(runs: list[RunRecord]) -> Table | None:
 # --------------------------------------------------------------------------- runtime
 
 
+def _env_value(run: RunRecord, key: str) -> str:
+    env = run.record.get("environment", {})
+    if key == "device_name" and env.get("cpu_model") and str(env.get("device", "cpu")) == "cpu":
+        return str(env["cpu_model"])  # the CPU model, where older records have only "x86_64"
+    return str(env.get(key, "?"))
+
+
 def _distinct(runs: list[RunRecord], key: str) -> str:
-    vals = sorted({str(r.record.get("environment", {}).get(key, "?")) for r in runs})
-    return " / ".join(vals)
+    return " / ".join(sorted({_env_value(r, key) for r in runs}))
 
 
 def runtime_table(runs: list[RunRecord]) -> Table | None:
@@ -227,7 +233,10 @@ def runtime_table(runs: list[RunRecord]) -> Table | None:
                 **env,
             )
         )
-    table.notes.append("machine, device and threads as recorded in each run's environment")
+    table.notes.append(
+        "device name: the CPU model for CPU runs, the GPU for CUDA runs; device and threads as "
+        "recorded in each run's environment"
+    )
     return table
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import platform
-import statistics
-import subprocess
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,16 +11,18 @@ from typing import Any
 
 import torch
 
-from oodrec import __version__
-from oodrec.config import SPLITS, ExperimentConfig, to_dict
+from oodrec._threads import apply_threads
+from oodrec.config import SPLITS, ExperimentConfig, validate_config
 from oodrec.data.dataset import InteractionDataset
+from oodrec.errors import ConfigError, RunError
 from oodrec.eval.evaluate import Evaluator, SplitResult
 from oodrec.eval.fhn import negative_diagnostics, true_fhn
 from oodrec.eval.ranking import CSR
 from oodrec.methods import Method, TrainData, build_method
 from oodrec.seeding import derive_seed, make_generator, seed_everything
+from oodrec.train.record import build_record
 from oodrec.train.runs import RunDir, atomic_save, load_checkpoint, load_method_state
-from oodrec.train.selection import Selector, selection_label
+from oodrec.train.selection import Selector
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +50,33 @@ class TrainResult:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def git_hash() -> str | None:
+def check_device(name: str) -> torch.device:
+    """The torch device ``name``, checked before any work starts.
+
+    Raises:
+        ConfigError: not a device name, or a CUDA / MPS device this machine or torch build lacks.
+    """
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"train.device {name!r} is not a torch device ({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            built = torch.version.cuda or "no CUDA"
+            raise ConfigError(
+                f"train.device={name}: CUDA is not available here (torch {torch.__version__}, "
+                f"built with {built}); use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"train.device={name}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"train.device={name}: MPS is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise ConfigError(f"train.device={name}: use cpu, cuda, cuda:N or mps")
+    return dev
 
 
 class Trainer:
@@ -89,9 +104,9 @@ class Trainer:
         self.dataset = dataset
         self.run_dir = run_dir
         self.show_progress = show_progress
-        self.device = torch.device(cfg.train.device)
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
+        validate_config(cfg)
+        self.device = check_device(cfg.train.device)
+        apply_threads(cfg.train.threads)
         seed_everything(cfg.seed, cfg.train.deterministic)
         self.data = TrainData.from_dataset(dataset, self.device)
         self.method: Method = build_method(cfg, self.data, self.device)
@@ -110,6 +125,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.best_eval: dict[str, SplitResult] | None = None
+        self._stopped = False
+        self._best_saved: int | None = None  # epoch held by best.pt (None: not written)
 
     # ------------------------------------------------------------------ helpers
 
@@ -149,7 +166,16 @@ class Trainer:
             loss.backward()
             if method.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(method.parameters(), method.max_grad_norm)
-            self.optimizers[phase].step()
+            try:
+                self.optimizers[phase].step()
+            except RuntimeError as exc:
+                if "overflow" not in str(exc):
+                    raise
+                raise RunError(
+                    f"training diverged at epoch {epoch}: the {phase} optimiser step overflowed "
+                    f"({exc}); train.lr={self.cfg.train.lr}. Nothing of this epoch was saved; "
+                    f"lower train.lr"
+                ) from None
             method.after_step(phase)
             prefix = "" if phase == "main" else f"{phase}_"
             batches_of[phase] = batches_of.get(phase, 0) + 1
@@ -160,7 +186,24 @@ class Trainer:
         # a term's mean is over the batches of its phase
         out = {f"loss_{k}": float(v) / batches_of[term_phase[k]] for k, v in sums.items()}
         out["loss"] = sum(out.values())
+        self._check_finite(epoch, out)
         return out
+
+    def _check_finite(self, epoch: int, losses: dict[str, float]) -> None:
+        """Stop on a NaN or infinite loss term or parameter: nothing of the epoch is kept, and
+        no table is ever built from NaN scores."""
+        bad = [k for k, v in losses.items() if k != "loss" and not math.isfinite(v)]
+        where = f"loss term {bad[0]} = {losses[bad[0]]}" if bad else None
+        if where is None:
+            for name, p in self.method.named_parameters():
+                if not bool(torch.isfinite(p).all()):
+                    where = f"parameter {name} is not finite (losses {losses})"
+                    break
+        if where is not None:
+            raise RunError(
+                f"training diverged at epoch {epoch}: {where}; train.lr={self.cfg.train.lr}. "
+                f"Nothing of this epoch was saved; lower train.lr"
+            )
 
     @torch.no_grad()
     def _diagnostics(self, epoch: int) -> dict[str, float]:
@@ -204,36 +247,81 @@ class Trainer:
             "stopped": False,
         }
 
-    def resume(self) -> None:
-        """Restore the last checkpoint of ``run_dir`` (method, optimisers, selection)."""
-        assert self.run_dir is not None
-        if not self.run_dir.last_ckpt.is_file():
-            self.run_dir.truncate_epochs(0)
+    def resume(self, source: str = "last") -> None:
+        """Restore a checkpoint of ``run_dir`` (method, optimisers, selection).
+
+        Args:
+            source: ``last`` (default) or ``prev`` (the checkpoint before it).
+
+        Raises:
+            RunError: an unreadable checkpoint (named; with a way to continue from ``prev.pt``
+                where it is readable), or ``train.epochs`` below the epochs already done.
+        """
+        rd = self.run_dir
+        assert rd is not None
+        found = rd.resume_checkpoint(self.device, source)
+        if found is None:
+            rd.truncate_epochs(0)
             return
-        state = load_checkpoint(self.run_dir.last_ckpt, self.device)
-        load_method_state(self.method, state, self.run_dir.last_ckpt)
+        state, path = found
+        done = int(state["next_epoch"])
+        if self.cfg.train.epochs < done:
+            raise RunError(
+                f"{rd.path} has done {done} epoch(s); train.epochs={self.cfg.train.epochs} would "
+                f"drop some: give --epochs {done} or more"
+            )
+        best = load_checkpoint(rd.best_ckpt, "cpu") if rd.best_ckpt.is_file() else None
+        load_method_state(self.method, state, path)
         optim_states = state.get("optimizers") or {"main": state["optimizer"]}
         for key, opt in self.optimizers.items():
             opt.load_state_dict(optim_states[key])
         self.selector.load_state_dict(state["selector"])
         self.best_eval = state["best_eval"]
-        self.start_epoch = state["next_epoch"]
-        self._stopped = state.get("stopped", False)
-        self.run_dir.truncate_epochs(self.start_epoch)
-        self.history = self.run_dir.read_epochs()
-        logger.info("resumed %s at epoch %d", self.run_dir.path, self.start_epoch)
+        self._best_saved = None if best is None else int(best.get("epoch", -1))
+        self.start_epoch = done
+        self._stopped = bool(state.get("stopped", False))
+        rd.truncate_epochs(self.start_epoch)
+        self.history = rd.read_epochs()
+        logger.info("resumed %s at epoch %d from %s", rd.path, self.start_epoch, path.name)
 
     # ------------------------------------------------------------------ main loop
+
+    def horizon(self, done: int) -> int:
+        """The epoch count the run reaches if the selection metric does not improve again
+        (early stopping), at most ``train.epochs``.
+
+        Args:
+            done: epochs finished so far.
+        """
+        tcfg = self.cfg.train
+        if not tcfg.patience:
+            return tcfg.epochs
+        left = tcfg.patience - self.selector.bad_evals + (1 if self.selector.best is None else 0)
+        return min(tcfg.epochs, (done // tcfg.eval_every + left) * tcfg.eval_every)
+
+    def progress_postfix(self, row: dict[str, Any]) -> dict[str, str]:
+        """What the progress bar shows: the ranking loss (``loss_bpr`` when the method has one,
+        else the total), the selection metric and the patience left."""
+        tcfg = self.cfg.train
+        key = "loss_bpr" if "loss_bpr" in row else "loss"
+        out = {key.removeprefix("loss_"): f"{row[key]:.4f}"}
+        sel = f"{tcfg.select_on}/{tcfg.select_metric}"
+        if sel in row:
+            out[sel] = f"{row[sel]:.4f}"
+        if tcfg.patience:
+            out["patience"] = f"{tcfg.patience - self.selector.bad_evals}/{tcfg.patience}"
+        return out
 
     def fit(self) -> TrainResult:
         """Train until ``epochs`` or early stopping; return the selected epoch's metrics."""
         tcfg = self.cfg.train
-        stopped = getattr(self, "_stopped", False)
+        stopped = self._stopped
         bar = None
         if self.show_progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=tcfg.epochs, initial=self.start_epoch, desc="epochs", unit="ep")
+            total = self.horizon(self.start_epoch)
+            bar = tqdm(total=total, initial=self.start_epoch, desc="epochs", unit="ep")
         epoch = self.start_epoch
         while epoch < tcfg.epochs and not stopped:
             t0 = time.perf_counter()
@@ -260,19 +348,20 @@ class Trainer:
                             {"epoch": epoch, "method": self.method.state_dict()},
                             self.run_dir.best_ckpt,
                         )
+                        self._best_saved = epoch
                 if tcfg.patience and self.selector.bad_evals >= tcfg.patience:
                     stopped = True
             self.history.append(row)
             if self.run_dir is not None:
+                # The row goes first: a kill before the checkpoint leaves a row that resume
+                # drops (and recomputes) with a warning, never a checkpointed epoch without row.
+                self.run_dir.append_epoch(row)
                 state = self._state(epoch)
                 state["stopped"] = stopped
-                atomic_save(state, self.run_dir.last_ckpt)
-                self.run_dir.append_epoch(row)
+                self.run_dir.save_last(state)
             if bar is not None:
-                sel = f"{tcfg.select_on}/{tcfg.select_metric}"
-                bar.set_postfix(
-                    loss=f"{row['loss']:.4f}", **({sel: f"{row[sel]:.4f}"} if sel in row else {})
-                )
+                bar.total = self.horizon(epoch + 1)
+                bar.set_postfix(self.progress_postfix(row), refresh=False)
                 bar.update(1)
             epoch += 1
         if bar is not None:
@@ -281,75 +370,29 @@ class Trainer:
 
     def _finish(self, stopped: bool) -> TrainResult:
         if self.best_eval is None:
-            raise RuntimeError("no evaluation happened; check train.eval_every")
+            raise RunError("no evaluation happened; check train.eval_every")
+        rd = self.run_dir
+        if rd is not None and self._best_saved != self.selector.best_epoch:
+            raise RunError(
+                f"{rd.best_ckpt} holds epoch {self._best_saved}, but the selected epoch is "
+                f"{self.selector.best_epoch}: the resumed epochs did not reproduce the original "
+                f"ones; start the run again with --overwrite"
+            )
         metrics = {s: r.means for s, r in self.best_eval.items()}
         record = self.make_record(metrics, stopped)
-        if self.run_dir is not None:
-            torch.save(
+        if rd is not None:
+            atomic_save(
                 {s: {"users": r.users, **r.per_user} for s, r in self.best_eval.items()},
-                self.run_dir.path / "per_user.pt",
+                rd.path / "per_user.pt",
             )
-            self.run_dir.write_record(record)
+            rd.write_record(record)
         return TrainResult(
             self.selector.best_epoch, metrics, self.best_eval, self.history, stopped, record
         )
 
-    def _diagnostic_summary(self) -> dict[str, dict[str, float]]:
-        """Negative diagnostics (fhn_ratio, true_fhn_ratio, norms, hardness, sampler stats) at
-        the selected epoch and averaged over all epochs."""
-        skip = ("loss", "epoch", "eval_seconds", "improved", "val/", "iid_test/", "ood_test/")
-        keys = [k for k in (self.history[0] if self.history else {}) if not k.startswith(skip)]
-        by_epoch = {r["epoch"]: r for r in self.history}
-        best = by_epoch.get(self.selector.best_epoch, {})
-        return {
-            "at_best_epoch": {k: best[k] for k in keys if k in best},
-            "mean_over_epochs": {
-                k: sum(r[k] for r in self.history if k in r)
-                / max(1, sum(k in r for r in self.history))
-                for k in keys
-            },
-        }
-
     def make_record(self, metrics: dict[str, dict[str, float]], stopped: bool) -> dict[str, Any]:
-        tcfg = self.cfg.train
-        secs = [r["epoch_seconds"] for r in self.history if "epoch_seconds" in r]
-        evals = [r["eval_seconds"] for r in self.history if "eval_seconds" in r]
-        return {
-            "config": to_dict(self.cfg),
-            "seed": self.cfg.seed,
-            "dataset": self.dataset.name,
-            "model": self.cfg.model.name,
-            "method": self.cfg.method_label(),
-            "sampler": self.cfg.sampler.name if self.method.takes_sampler else None,
-            "resolved_options": self.method.describe(),
-            "selection": {
-                "split": tcfg.select_on,
-                "metric": tcfg.select_metric,
-                "rule": tcfg.select_rule,
-                "test_selected": tcfg.test_selected,
-                "label": selection_label(tcfg),
-            },
-            "best_epoch": self.selector.best_epoch,
-            "epochs_run": len(self.history),
-            "stopped_early": stopped,
-            "metrics": metrics,
-            "diagnostics": self._diagnostic_summary(),
-            "median_epoch_seconds": statistics.median(secs) if secs else None,
-            "median_eval_seconds": statistics.median(evals) if evals else None,
-            "data_report": self.dataset.report.to_dict(),
-            "data_notes": self.dataset.report.notes(),
-            "environment": {
-                "oodrec": __version__,
-                "git": git_hash(),
-                "torch": torch.__version__,
-                "device": str(self.device),
-                "device_name": torch.cuda.get_device_name(self.device)
-                if self.device.type == "cuda"
-                else platform.processor() or platform.machine(),
-                "threads": torch.get_num_threads(),
-                "python": platform.python_version(),
-            },
-        }
+        """The run record (record.json); see ``oodrec.train.record.build_record``."""
+        return build_record(self, metrics, stopped)
 
 
 def train(
@@ -358,13 +401,46 @@ def train(
     run_dir: str | Path | None = None,
     resume: bool = False,
     show_progress: bool = False,
+    resume_from: str = "last",
+    changes: list[str] | None = None,
+    command: str = "train",
 ) -> TrainResult:
     """Train one configuration (see ``Trainer``). With ``resume`` the run continues from its last
-    checkpoint and ends with the same metrics as an uninterrupted run."""
+    checkpoint and ends with the same metrics as an uninterrupted run.
+
+    Args:
+        cfg: the experiment config (with ``resume``: the run's, with ``changes`` applied).
+        dataset: the loaded dataset.
+        run_dir: run directory (None: nothing is written).
+        resume: continue ``run_dir`` instead of starting it (a new run removes the old files).
+        show_progress: show a progress bar.
+        resume_from: ``last`` or ``prev`` checkpoint (``resume`` only).
+        changes: settings changed on this resume (``key (old -> new)``), stored in the run.
+        command: the lock holder's command, for another writer's error message.
+
+    Raises:
+        RunError: another process writes ``run_dir``, a damaged checkpoint, or divergence.
+        ConfigError: an invalid setting (checked before anything is written).
+    """
     rd = RunDir(run_dir) if run_dir is not None else None
-    if rd is not None and not resume:
-        rd.create(cfg)
     trainer = Trainer(cfg, dataset, rd, show_progress)
-    if resume and rd is not None:
-        trainer.resume()
-    return trainer.fit()
+    if rd is None:
+        return trainer.fit()
+    with rd.lock(command):
+        if resume:
+            trainer.resume(resume_from)
+            if changes:
+                rd.record_resume_changes(cfg, changes, trainer.start_epoch)
+        else:
+            rd.create(cfg)
+        rd.write_resolved(
+            {
+                "model": cfg.model.name,
+                "method": cfg.method_label(),
+                "resolved_options": trainer.method.describe(),
+            }
+        )
+        return trainer.fit()
+
+
+__all__ = ["TrainResult", "Trainer", "check_device", "train"]

@@ -65,8 +65,8 @@ def load_run(
         checkpoint: ``best`` (selected epoch) or ``last``.
 
     Raises:
-        RunError: not a run directory, no checkpoint, or a checkpoint that does not fit the
-            method; the message names the run.
+        RunError: not a run directory, a device this machine lacks, no checkpoint, an
+            unreadable one, or one that does not fit the method; the message names the run.
     """
     from oodrec.data.dataset import load_dataset
 
@@ -76,6 +76,12 @@ def load_run(
         cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
     if device:
         cfg = replace(cfg, train=replace(cfg.train, device=device))
+    from oodrec.train.loop import check_device
+
+    try:
+        check_device(cfg.train.device)
+    except OodrecError as exc:
+        raise RunError(f"run {rd.path}: {exc}") from None
     path = rd.best_ckpt if checkpoint == "best" else rd.last_ckpt
     if not path.is_file():
         raise RunError(f"run {rd.path}: no {checkpoint} checkpoint ({path} is missing)")

@@ -1,0 +1,104 @@
+"""Seconds per epoch when another process competes for the cores, for each thread setting.
+
+Runs ``oodrec speed`` in a fresh subprocess for every (sampler, setting, load) and prints the
+median seconds per epoch and per evaluation. Loads: ``idle`` and ``busy`` (one competing
+process spinning ``while True: pass`` for the whole measurement). Settings:
+
+* ``default``: what ``oodrec`` does by itself (``OMP_WAIT_POLICY=PASSIVE``, torch's threads);
+* ``threads=1``: ``--set train.threads=1``;
+* ``threads=auto``: ``--set train.threads=auto`` (cores minus the load average);
+* ``spin``: ``OMP_WAIT_POLICY=ACTIVE`` (spinning OpenMP threads, the behaviour before the
+  default changed).
+
+Inherited ``OMP_WAIT_POLICY`` / ``OMP_NUM_THREADS`` are removed so that every setting is
+measured as named. Run it on an otherwise idle machine.
+
+Usage::
+
+    OODREC_DATA=../shared/data python benchmarks/contention.py --dataset food --repeats 3
+    python benchmarks/contention.py --dataset synthetic --repeats 1 --samplers rns \\
+        --settings default --loads idle                           # a smoke check
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+SETTINGS = {
+    "default": ([], {}),
+    "threads=1": (["--set", "train.threads=1"], {}),
+    "threads=auto": (["--set", "train.threads=auto"], {}),
+    "spin": ([], {"OMP_WAIT_POLICY": "ACTIVE"}),
+}
+LOADS = ("idle", "busy")
+BUSY = "while True: pass"
+
+
+def _median(label: str, text: str) -> float | None:
+    m = re.search(rf"{label} seconds.*?: median ([0-9.]+)", text)
+    return float(m.group(1)) if m else None
+
+
+def measure(sampler: str, setting: str, load: str, args: argparse.Namespace) -> dict:
+    """One ``oodrec speed`` run; returns its medians and the thread line it printed."""
+    extra, env_extra = SETTINGS[setting]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    env.update(env_extra)
+    cmd = [sys.executable, "-m", "oodrec.cli", "-q", "speed", "--dataset", args.dataset]
+    cmd += ["--sampler", sampler, "--repeats", str(args.repeats), *extra]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    busy = subprocess.Popen([sys.executable, "-c", BUSY]) if load == "busy" else None
+    try:
+        if busy is not None:
+            time.sleep(1.0)  # let the competitor take its core
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    threads = next((ln for ln in out.stdout.splitlines() if ln.startswith("threads=")), "")
+    return {
+        "epoch": _median("epoch", out.stdout),
+        "eval": _median("eval", out.stdout),
+        "threads": threads.split()[0].split("=")[1] if threads else "?",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="food")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--samplers", nargs="+", default=["cnsdiff", "rns"])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--loads", nargs="+", default=list(LOADS), choices=list(LOADS))
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per run (median)")
+    parser.add_argument("--timeout", type=int, default=3600, help="seconds per speed run")
+    args = parser.parse_args()
+
+    rows = []
+    for sampler in args.samplers:
+        for setting in args.settings:
+            for load in args.loads:
+                res = measure(sampler, setting, load, args)
+                rows.append((sampler, setting, load, res))
+                print(f"# {sampler} {setting} {load}: {res}", file=sys.stderr, flush=True)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"dataset={args.dataset} repeats={args.repeats} cores={cores}")
+    print("| sampler | setting | load | threads | s/epoch (median) | s/eval (median) |")
+    print("|---|---|---|--:|--:|--:|")
+    for sampler, setting, load, res in rows:
+        epoch = "–" if res["epoch"] is None else f"{res['epoch']:.3f}"
+        ev = "–" if res["eval"] is None else f"{res['eval']:.3f}"
+        print(f"| {sampler} | {setting} | {load} | {res['threads']} | {epoch} | {ev} |")
+
+
+if __name__ == "__main__":
+    main()
