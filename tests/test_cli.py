@@ -130,3 +130,21 @@ def test_method_implied_settings_yield_to_explicit_ones(tiny_dir):
     assert build(("lr", 0.001)).train.lr == 0.001
     assert build(("set", ["train.batch_size=64"])).train.batch_size == 64
     assert cfg.run_name() == f"tiny-diffrec-seed{cfg.seed}"
+
+
+def test_a_dataset_without_iid_test_trains_and_reports_it_absent(tiny_dir, tmp_path, capsys):
+    (tiny_dir / "test_iid.txt").unlink()
+    out = tmp_path / "runs"
+    args = ["-q", "train", "--dataset", str(tiny_dir), "--epochs", "2", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "iid_test" in printed and "absent" in printed and "ood_test" in printed
+    (run,) = list(out.iterdir())
+    rec = json.loads((run / "record.json").read_text())
+    assert set(rec["metrics"]) == {"val", "ood_test"}
+    assert main(["-q", "evaluate", str(run)]) == 0
+    assert "absent" in capsys.readouterr().out
+    rc = main([*args, "--select-on", "iid_test", "--name", "sel"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "has no iid_test split" in err and "Traceback" not in err
+    assert not (out / "sel").exists()

@@ -165,11 +165,15 @@ def _resume_config(args: argparse.Namespace, saved):
 
 
 def _format_table(metrics: dict[str, dict[str, float]], label: str) -> str:
-    splits = [s for s in ("val", "iid_test", "ood_test") if s in metrics]
-    names = list(next(iter(metrics.values())).keys())
+    """The metrics table; a split the dataset lacks (no metrics) is shown as absent."""
+    splits = ("val", "iid_test", "ood_test")
+    names = next((list(m) for m in metrics.values() if m), [])
     head = f"{'split':<10}" + "".join(f"{n:>12}" for n in names)
     lines = [head, "-" * len(head)]
     for s in splits:
+        if not metrics.get(s):
+            lines.append(f"{s:<10}{'(absent: the dataset has no such split)':>{12 * len(names)}}")
+            continue
         lines.append(f"{s:<10}" + "".join(f"{metrics[s][n]:>12.4f}" for n in names))
     lines.append(f"({label})")
     return "\n".join(lines)

@@ -97,7 +97,8 @@ def add_data_commands(subparsers: Any) -> None:
         "--columns",
         metavar="MAP",
         help="csv / tsv / parquet columns: user=COL,item=COL[,rating=COL][,timestamp=COL] "
-        "(default user_id, item_id)",
+        "(default: found by name in the header, e.g. user_id / userId, item_id / itemId / "
+        "movieId, rating, timestamp / time / date; printed)",
     )
     p.add_argument(
         "--threshold",
@@ -194,6 +195,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     out = prepare_dataset(
         args.inputs, args.format, args.protocol, args.out, options, unbiased_files=args.unbiased
     )
+    record = json.loads((out / "prepare.json").read_text())
+    if record.get("columns_found_by_name"):
+        for path, cols in record["columns"].items():
+            used = ", ".join(f"{role}={name}" for role, name in cols.items())
+            print(f"{path}: columns found by name: {used} (choose others with --columns)")
     stats = json.loads((out / "stats.json").read_text())
     print(format_stats(stats | {"name": out.name, "source": str(out)}))
     print(

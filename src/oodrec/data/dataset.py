@@ -7,13 +7,21 @@ which goes into the run record.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from oodrec.config import SPLITS, DataConfig
-from oodrec.data.io import FileReport
+from oodrec.data.io import (
+    BYTES_PER_VALUE,
+    EMBEDDING_DIM,
+    FileReport,
+    find_id_line,
+    human_bytes,
+    table_bytes,
+)
 from oodrec.data.layouts import ROLE_FILES, DirectoryLayout, find_layout, read_layout
 from oodrec.data.registry import DATASETS, DatasetSpec, resolve_data_dir, sha256_file
 from oodrec.errors import DataValidationError
@@ -30,6 +38,17 @@ __all__ = [
 
 CARVE_FRACTIONS = (0.7, 0.1, 0.2)
 """train : val : IID test shares when val and / or the IID test are carved from train."""
+TRAINING_COPIES = 4
+"""Copies of the embedding tables that training holds: parameters, gradients and the two Adam
+moments. ``load_dataset`` refuses id spaces whose tables would not fit in memory this often."""
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's physical memory in bytes (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 @dataclass
@@ -68,6 +87,9 @@ class DataReport:
     dropped_in_train: dict[str, int] = field(default_factory=dict)
     dropped_in_val: dict[str, int] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    absent_splits: list[str] = field(default_factory=list)
+    """Splits the directory does not have (``iid_test``); they are empty in ``splits`` and
+    have no metrics: an evaluator must skip them, not report NaN or 0."""
     num_users: int = 0
     num_items: int = 0
 
@@ -79,7 +101,16 @@ class DataReport:
         out = []
         for role, rep in self.files.items():
             if rep.skipped_bad_lines:
-                out.append(f"{role}: skipped {rep.skipped_bad_lines} malformed line(s)")
+                kinds = [
+                    f"{n} {label}"
+                    for n, label in (
+                        (rep.skipped_blank_lines, "blank"),
+                        (rep.skipped_large_ids, "with an id above 2**31 - 1"),
+                    )
+                    if n
+                ]
+                detail = f" ({', '.join(kinds)})" if kinds else ""
+                out.append(f"{role}: skipped {rep.skipped_bad_lines} malformed line(s){detail}")
             if rep.duplicates_removed:
                 out.append(f"{role}: removed {rep.duplicates_removed} duplicate pair(s)")
         for name, label in (
@@ -100,6 +131,9 @@ class DataReport:
             out.append(
                 f"{' / '.join(carved)} carved from train {ratio} with split_seed={self.split_seed}"
             )
+        for split in self.absent_splits:
+            names = " / ".join(ROLE_FILES.get(split, (split,)))
+            out.append(f"{split}: absent ({self.source} has no {names}); it has no metrics")
         return out
 
 
@@ -197,6 +231,75 @@ def _locate(cfg: DataConfig) -> tuple[str, Path, DatasetSpec | None]:
     )
 
 
+EMPTY_SPLIT_CHECKS = (
+    (
+        "dropped_unseen",
+        "unseen users/items",
+        "had a user or item unseen in train: are its ids numbered like train's?",
+    ),
+    ("dropped_in_train", "also in train", "was also a training pair: is it a copy of train?"),
+    ("dropped_in_val", "also in val", "was also a val pair: is it a copy of val?"),
+)
+"""``(DataReport field, check, what a removed pair was)`` in the order the checks run."""
+
+
+def _empty_split_message(
+    name: str, split: str, read: int, found: DirectoryLayout, report: DataReport
+) -> str:
+    """Which check emptied ``split`` and how many pairs each check removed."""
+    if split in report.carved_splits:
+        source = f"carved from train with split_seed={report.split_seed}"
+    else:
+        source = str(found.files.get(split, "?"))
+    head = f"dataset {name!r}: split {split} ({source}) is empty after the checks"
+    if read == 0:
+        kept = report.files["train"].kept
+        return f"{head}: it got no pair (train, {kept} pair(s), is too small to carve it from)"
+    checks = [
+        (label, int(getattr(report, key).get(split, 0)), why)
+        for key, label, why in EMPTY_SPLIT_CHECKS
+        if split in getattr(report, key)
+    ]
+    counts = ", ".join(f"{label} {n}" for label, n, _ in checks)
+    label, _, why = [c for c in checks if c[1]][-1]
+    return (
+        f"{head}: of its {read} pair(s) the checks removed {counts}; the '{label}' check "
+        f"removed the last ones (each {why})"
+    )
+
+
+def _check_table_size(
+    found: DirectoryLayout, train: Interactions, num_users: int, num_items: int
+) -> None:
+    """Refuse an id space whose embedding tables would not fit in memory (before any
+    allocation): ``TRAINING_COPIES x (num_users + num_items) x EMBEDDING_DIM x 4`` bytes must
+    not exceed the machine's physical memory. The error names the largest id and its line."""
+    memory = physical_memory_bytes()
+    rows = num_users + num_items
+    need = TRAINING_COPIES * table_bytes(rows)
+    if memory is None or need <= memory:
+        return
+    role, value, used = max(
+        ("user", num_users - 1, train.users),
+        ("item", num_items - 1, train.items),
+        key=lambda r: r[1],
+    )
+    path = found.files.get("train")
+    line = None
+    if path is not None and found.layout in ("pairs", "adjacency"):
+        line = find_id_line(path, role, value, found.layout)
+    where = f"{path}, line {line}" if line is not None else str(path)
+    distinct = int(torch.unique(used).numel())
+    raise DataValidationError(
+        f"{where}: {role} id {value} makes an id space of {num_users:,} users x {num_items:,} "
+        f"items: one embedding table row per id ({rows:,} rows x {EMBEDDING_DIM} dims x "
+        f"{BYTES_PER_VALUE} bytes = {human_bytes(table_bytes(rows))}, x{TRAINING_COPIES} for "
+        f"gradients and Adam moments = {human_bytes(need)}) exceeds this machine's memory "
+        f"({human_bytes(memory)}). The file uses only {distinct:,} distinct {role} id(s): "
+        "renumber the ids to 0..N-1 (`oodrec prepare` does so)"
+    )
+
+
 def load_dataset(cfg: DataConfig) -> InteractionDataset:
     """Load, validate and (where needed) carve a dataset.
 
@@ -204,7 +307,10 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
     duplicate pairs are removed and counted; val/test pairs whose user or item has no training
     interaction are dropped and counted; val/test pairs that are also training pairs are dropped
     and counted (they are masked at ranking and could never be hit); test pairs also in val are
-    dropped and counted.
+    dropped and counted; a split emptied by these checks is an error that names the check and
+    every count. A directory with val but no IID test file loads with ``iid_test`` empty and
+    listed in ``report.absent_splits`` (it has no metrics). An id space whose embedding tables
+    would not fit in memory (``_check_table_size``) is refused before anything is allocated.
 
     Args:
         cfg: the data config.
@@ -236,9 +342,21 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
         report.files[role] = file_report
         parts[role] = Interactions(torch.from_numpy(users), torch.from_numpy(items))
     missing = [role for role in ("val", "iid_test") if role not in parts]
-    if missing:
-        if len(missing) == 1 and found.layout != "recbole":
-            raise DataValidationError(f"{folder}: has only one of the val / iid_test files")
+    if missing == ["iid_test"] and found.layout != "recbole":
+        # Published OOD splits often ship train / val / OOD test only: the IID test is absent,
+        # not invented (a copy of the OOD test or a carve would report numbers nobody measured).
+        parts["iid_test"] = Interactions(
+            torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+        )
+        report.absent_splits = ["iid_test"]
+        logger.info("%s: no IID test file; iid_test is absent and has no metrics", folder)
+    elif missing == ["val"] and found.layout != "recbole":
+        raise DataValidationError(
+            f"{folder}: has an IID test file but no {' / '.join(ROLE_FILES['val'])} file; val "
+            "is needed to select the epoch. Add one, or remove the IID test file to carve both "
+            "from train"
+        )
+    elif missing:
         parts.update(_carve(parts["train"], cfg.split_seed, missing))
         report.carved_from_train = True
         report.carved_splits = missing
@@ -246,12 +364,16 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
     train = parts["train"]
     num_users = int(train.users.max()) + 1
     num_items = int(train.items.max()) + 1
+    _check_table_size(found, train, num_users, num_items)
     user_deg = torch.bincount(train.users, minlength=num_users)
     item_deg = torch.bincount(train.items, minlength=num_items)
     train_keys = torch.sort(train.keys(num_items)).values
     val_keys: torch.Tensor | None = None
     for split in SPLITS:
+        if split in report.absent_splits:
+            continue
         inter = parts[split]
+        read = len(inter)
         seen = (inter.users < num_users) & (inter.items < num_items)
         seen &= user_deg[inter.users.clamp_max(num_users - 1)] > 0
         seen &= item_deg[inter.items.clamp_max(num_items - 1)] > 0
@@ -267,11 +389,12 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
             keep &= ~in_val
         inter = Interactions(inter.users[keep], inter.items[keep])
         if len(inter) == 0:
-            raise DataValidationError(f"dataset {name!r}: split {split} is empty after checks")
+            raise DataValidationError(_empty_split_message(name, split, read, found, report))
         parts[split] = inter
         if split == "val":
             val_keys = torch.sort(inter.keys(num_items)).values
     report.num_users, report.num_items = num_users, num_items
+    parts = {k: parts[k] for k in ("train", *SPLITS)}
     report.sizes = {k: len(v) for k, v in parts.items()}
     for note in report.notes():
         logger.info("%s: %s", name, note)

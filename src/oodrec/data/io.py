@@ -3,6 +3,15 @@
 Two line layouts: **pairs** (``user item [value]``, one interaction per line; the default) and
 **adjacency lists** (``user item item ...``, one user per line; the LightGCN / SELFRec layout).
 ``oodrec.data.layouts`` decides which one a dataset directory uses.
+
+What every reader accepts and refuses, before any work starts:
+
+* a UTF-8 byte-order mark at the start of the file is ignored (UTF-16 text is an error);
+* blank lines at the end of the file are ignored; a blank line before the last interaction is a
+  bad line (an error naming it, or skipped and counted with ``on_bad_lines="skip"``);
+* an id above ``MAX_ID`` (2**31 - 1) is refused with an error naming file, line and id: models
+  keep one embedding row per id from 0 to the largest one, so such an id alone would ask for a
+  table of billions of rows (with ``on_bad_lines="skip"`` its line is skipped and counted).
 """
 
 from __future__ import annotations
@@ -19,6 +28,40 @@ from oodrec.errors import DataValidationError
 
 logger = logging.getLogger(__name__)
 
+MAX_ID = 2**31 - 1
+"""The largest user or item id a split file may hold (ids index embedding tables)."""
+EMBEDDING_DIM = 64
+"""Embedding size used to estimate table sizes in messages (``model.emb_dim``'s default)."""
+BYTES_PER_VALUE = 4
+"""float32."""
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def human_bytes(n: float) -> str:
+    """``1.5 GB``-style size (powers of 1000)."""
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def table_bytes(rows: int) -> int:
+    """Bytes of one float32 embedding table of ``rows`` rows of ``EMBEDDING_DIM`` values."""
+    return int(rows) * EMBEDDING_DIM * BYTES_PER_VALUE
+
+
+def too_large_id_message(where: str, role: str, value: int) -> str:
+    """The error for an id above ``MAX_ID``."""
+    return (
+        f"{where}: {role} id {value} is too large: ids must be at most {MAX_ID:,} (2**31 - 1), "
+        f"because models keep one embedding row per id from 0 to the largest id, and this id "
+        f"alone would make a table of {value + 1:,} rows x {EMBEDDING_DIM} dims x "
+        f"{BYTES_PER_VALUE} bytes = {human_bytes(table_bytes(value + 1))}. Renumber the ids "
+        "to 0..N-1 (`oodrec prepare` does so)"
+    )
+
 
 @dataclass
 class FileReport:
@@ -29,6 +72,12 @@ class FileReport:
     kept: int = 0
     columns: int = 0
     skipped_bad_lines: int = 0
+    """Lines skipped with ``on_bad_lines="skip"``: malformed, blank (before the last
+    interaction) or holding an id above ``MAX_ID``."""
+    skipped_blank_lines: int = 0
+    """How many of ``skipped_bad_lines`` were blank."""
+    skipped_large_ids: int = 0
+    """How many of ``skipped_bad_lines`` held an id above ``MAX_ID``."""
     bad_line_examples: list[str] = field(default_factory=list)
     duplicates_removed: int = 0
     layout: str = "pairs"
@@ -40,16 +89,24 @@ def _show(line: bytes, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
+def _int_or_none(token: bytes) -> int | None:
+    try:
+        return int(token)
+    except ValueError:
+        return None
+
+
 def read_interactions(
     path: str | Path, on_bad_lines: str = "error"
 ) -> tuple[np.ndarray, np.ndarray, FileReport]:
     """Read ``user item`` or ``user item value`` lines into two int64 arrays.
 
     The file's column count is the most common field count (2 or 3). A line with another field
-    count, or a non-integer or negative id, is malformed: with ``on_bad_lines="error"`` it raises
-    ``DataValidationError`` naming file, 1-based line number and content; with ``"skip"`` it is
-    skipped and counted in the report. Duplicate ``(user, item)`` pairs are removed (first kept)
-    and counted.
+    count, a non-integer or negative id, an id above ``MAX_ID`` or a blank line before the last
+    interaction is bad: with ``on_bad_lines="error"`` it raises ``DataValidationError`` naming
+    file, 1-based line number and content; with ``"skip"`` it is skipped and counted in the
+    report. A leading UTF-8 byte-order mark and blank lines at the end are ignored. Duplicate
+    ``(user, item)`` pairs are removed (first kept) and counted.
 
     Args:
         path: the file.
@@ -89,22 +146,23 @@ def read_interactions(
     # the first offending line so that the message can name it.
     good_idx = np.flatnonzero(~bad)
     ids = np.empty((good_idx.size, 2), dtype=np.int64)
+    large: dict[int, tuple[str, int]] = {}
     try:
         flat = [tok for i in good_idx for tok in fields[i][:2]]
         ids[:] = np.array(flat, dtype=np.int64).reshape(-1, 2)
-        neg = np.flatnonzero((ids < 0).any(axis=1))
-        if neg.size:
+        if (ids < 0).any() or (ids > MAX_ID).any():
             raise ValueError
-    except ValueError:
+    except (ValueError, OverflowError):
         ok = np.ones(good_idx.size, dtype=bool)
         for pos, i in enumerate(good_idx):
-            try:
-                u, it = int(fields[i][0]), int(fields[i][1])
-                if u < 0 or it < 0:
-                    raise ValueError
-                ids[pos] = (u, it)
-            except ValueError:
+            u, it = _int_or_none(fields[i][0]), _int_or_none(fields[i][1])
+            if u is None or it is None or u < 0 or it < 0:
                 ok[pos] = False
+            elif u > MAX_ID or it > MAX_ID:
+                ok[pos] = False
+                large[int(i)] = ("user", u) if u > MAX_ID else ("item", it)
+            else:
+                ids[pos] = (u, it)
         bad[good_idx[~ok]] = True
         ids = ids[ok]
         good_idx = good_idx[ok]
@@ -113,16 +171,29 @@ def read_interactions(
         expected = (
             f"{columns} space-separated fields with non-negative integer user and item ids{hint}"
         )
-        _bad_lines(path, lines, bad_idx, expected, on_bad_lines, report)
+        _bad_lines(path, lines, bad_idx, expected, on_bad_lines, report, large)
     return _finish(path, ids[:, 0], ids[:, 1], report)
 
 
 def _read_lines(path: Path) -> list[bytes]:
-    """The lines of a file without their newlines (a final newline adds no line)."""
-    lines = path.read_bytes().split(b"\n")
-    if lines and lines[-1].strip() == b"":
-        lines.pop()  # final newline
-    if not any(line.strip() for line in lines):
+    """The lines of a file without their newlines, without a leading UTF-8 byte-order mark and
+    without the blank lines at its end.
+
+    Raises:
+        DataValidationError: an empty file, or UTF-16 text.
+    """
+    data = path.read_bytes()
+    if data.startswith(UTF16_BOMS):
+        raise DataValidationError(
+            f"{path}, line 1: the file is UTF-16 text (it starts with a UTF-16 byte-order mark); "
+            "save it as UTF-8 or ASCII"
+        )
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]
+    lines = data.split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()  # the final newline and blank lines at the end
+    if not lines:
         raise DataValidationError(f"{path}: file is empty (no interactions)")
     return lines
 
@@ -134,18 +205,43 @@ def _bad_lines(
     expected: str,
     on_bad_lines: str,
     report: FileReport,
+    large: dict[int, tuple[str, int]] | None = None,
 ) -> None:
-    """Raise on the first malformed line, or count and log them (``on_bad_lines="skip"``)."""
+    """Raise on the first bad line, or count and log them (``on_bad_lines="skip"``).
+
+    Args:
+        large: line index -> ``(role, id)`` for the lines refused for an id above ``MAX_ID``.
+    """
+    large = large or {}
     first = int(bad_idx[0])
+    blank = [i for i in bad_idx.tolist() if not lines[i].strip()]
     if on_bad_lines == "error":
+        more = (
+            f"Use --on-bad-lines skip to skip such lines ({bad_idx.size} bad line(s) in this file)."
+        )
+        where = f"{path}, line {first + 1}"
+        if first in large:
+            raise DataValidationError(f"{too_large_id_message(where, *large[first])}. {more}")
+        if not lines[first].strip():
+            raise DataValidationError(
+                f"{where}: blank line before the last interaction (only blank lines at the end "
+                f"of a file are ignored). {more}"
+            )
         raise DataValidationError(
-            f"{path}, line {first + 1}: malformed line {_show(lines[first])}: expected "
-            f"{expected}. Use --on-bad-lines skip to skip such lines ({bad_idx.size} in this "
-            "file)."
+            f"{where}: malformed line {_show(lines[first])}: expected {expected}. {more}"
         )
     report.skipped_bad_lines = int(bad_idx.size)
+    report.skipped_blank_lines = len(blank)
+    report.skipped_large_ids = len(large)
     report.bad_line_examples = [f"line {i + 1}: {_show(lines[i])}" for i in bad_idx[:5].tolist()]
-    logger.warning("%s: skipped %d malformed line(s)", path, bad_idx.size)
+    logger.warning(
+        "%s: skipped %d bad line(s) (%d blank, %d with an id above %d)",
+        path,
+        bad_idx.size,
+        len(blank),
+        len(large),
+        MAX_ID,
+    )
 
 
 def _finish(
@@ -160,12 +256,23 @@ def _finish(
 
 
 def _non_negative_ints(tokens: list[bytes]) -> np.ndarray | None:
-    """The tokens as int64, or None if one is not a non-negative integer."""
+    """The tokens as int64, or None if one is not an integer in ``0..MAX_ID``."""
     try:
         values = np.array(tokens, dtype=np.int64)
     except (ValueError, OverflowError):
         return None
-    return None if (values < 0).any() else values
+    return None if (values < 0).any() or (values > MAX_ID).any() else values
+
+
+def _large_id(tokens: list[bytes]) -> tuple[str, int] | None:
+    """``(role, id)`` of the first id above ``MAX_ID`` of an adjacency line of integers."""
+    values = [_int_or_none(t) for t in tokens]
+    if any(v is None or v < 0 for v in values):
+        return None
+    for k, v in enumerate(values):
+        if v > MAX_ID:
+            return ("user" if k == 0 else "item", v)
+    return None
 
 
 def read_adjacency(
@@ -174,7 +281,8 @@ def read_adjacency(
     """Read an adjacency-list file: ``user item item ...`` per line (a user alone on its line
     has no interaction in this file).
 
-    A line that is empty or holds a token that is not a non-negative integer is malformed:
+    A blank line before the last line, or a line holding a token that is not an integer in
+    ``0..MAX_ID``, is bad:
     with ``on_bad_lines="error"`` it raises ``DataValidationError`` naming file, 1-based line
     number and content; with ``"skip"`` it is skipped and counted. Repeated ``(user, item)``
     pairs are removed (first kept) and counted.
@@ -199,12 +307,18 @@ def read_adjacency(
     fields = [line.split() for line in lines]
     bad = np.array([not f for f in fields], dtype=bool)
     values = _non_negative_ints(list(chain.from_iterable(fields)))
+    large: dict[int, tuple[str, int]] = {}
     if values is None:  # error path: find the offending lines
-        bad |= np.array([_non_negative_ints(f) is None for f in fields], dtype=bool)
+        for i, f in enumerate(fields):
+            if f and _non_negative_ints(f) is None:
+                bad[i] = True
+                found = _large_id(f)
+                if found is not None:
+                    large[i] = found
     bad_idx = np.flatnonzero(bad)
     if bad_idx.size:
         expected = "a user id followed by item ids (non-negative integers)"
-        _bad_lines(path, lines, bad_idx, expected, on_bad_lines, report)
+        _bad_lines(path, lines, bad_idx, expected, on_bad_lines, report, large)
         good = np.flatnonzero(~bad).tolist()
         values = np.array(list(chain.from_iterable(fields[i] for i in good)), dtype=np.int64)
         fields = [fields[i] for i in good]
@@ -228,3 +342,17 @@ def dedupe(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray
         return users, items, 0
     first.sort()
     return users[first], items[first], int(users.size - first.size)
+
+
+def find_id_line(path: str | Path, role: str, value: int, layout: str = "pairs") -> int | None:
+    """The 1-based line of ``path`` where ``role`` (``user`` / ``item``) id ``value`` first
+    occurs, in the ``pairs`` or ``adjacency`` layout (error messages only; None if not found)."""
+    for number, line in enumerate(_read_lines(Path(path)), start=1):
+        tokens = line.split()
+        if role == "user":
+            tokens = tokens[:1]
+        else:
+            tokens = tokens[1:2] if layout == "pairs" else tokens[1:]
+        if any(_int_or_none(t) == value for t in tokens):
+            return number
+    return None

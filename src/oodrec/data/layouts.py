@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from oodrec.data.io import FileReport, dedupe, read_adjacency, read_interactions
+from oodrec.data.io import UTF8_BOM, FileReport, dedupe, read_adjacency, read_interactions
 from oodrec.errors import DataValidationError
 
 logger = logging.getLogger(__name__)
@@ -86,6 +86,9 @@ class DirectoryLayout:
 def looks_like_adjacency(path: Path, max_lines: int = DETECT_LINES) -> bool:
     """The content rule of the module docstring, on the first ``max_lines`` lines of ``path``."""
     with open(path, "rb") as fh:
+        head = fh.read(len(UTF8_BOM))
+        if head != UTF8_BOM:
+            fh.seek(0)
         fields = [line.split() for line in islice(fh, max_lines)]
     fields = [f for f in fields if f]
     if not fields:
@@ -152,7 +155,7 @@ def _find_layout(folder: Path) -> DirectoryLayout:
             )
     marker = folder / LAYOUT_FILE
     if marker.is_file():
-        layout = marker.read_text().strip().lower()
+        layout = marker.read_text(encoding="utf-8-sig", errors="replace").strip().lower()
         if layout not in ("pairs", "adjacency"):
             raise DataValidationError(
                 f"{marker}: expected `pairs` or `adjacency`, got {layout[:40]!r}"

@@ -3,7 +3,8 @@
 ``prepare_dataset`` writes ``train.txt``, ``valid_iid.txt``, ``test_iid.txt`` and ``test_ood.txt``
 (``user item`` lines, sorted by user, ids 0-based and contiguous over train), the original tokens
 of the ids (``user_ids.txt`` / ``item_ids.txt``, line ``k`` holds id ``k``), ``stats.json``
-(``oodrec.data.stats.split_stats``) and ``prepare.json`` (options and every count). The directory
+(``oodrec.data.stats.split_stats``) and ``prepare.json`` (options, the columns read from each
+file, and every count). The directory
 loads with ``load_dataset(DataConfig(dataset=str(out_dir)))``.
 
 Example::
@@ -80,12 +81,17 @@ RAW_FORMATS: dict[str, RawFormat] = {
 }
 
 
+NAMED_COLUMN_FORMATS = ("csv", "tsv", "parquet")
+"""Formats whose columns are found by name in the header when no mapping is given."""
+
+
 @dataclass(frozen=True)
 class PrepareOptions:
     """How ``prepare_dataset`` turns raw files into a split dataset."""
 
     columns: ColumnMapping | None = None
-    """Column mapping of the csv / tsv / parquet formats (``None``: user_id, item_id)."""
+    """Column mapping of the csv / tsv / parquet formats (``None``: found by name in the header,
+    ``oodrec.data.raw.detect_columns``; ``prepare.json`` records the columns used)."""
     positive_threshold: float | str | None = "auto"
     """``auto``: the format's default (rating >= 4, KuaiRec watch ratio >= 2; none when the log
     has no rating); a number; or ``None`` to keep every interaction."""
@@ -111,10 +117,18 @@ def _resolve_threshold(
     return None if np.isnan(raw.ratings).all() else fmt.default_threshold
 
 
-def _read_all(fmt: RawFormat, files: Sequence[str | Path], columns: ColumnMapping | None):
+def _read_all(
+    fmt: RawFormat,
+    files: Sequence[str | Path],
+    columns: ColumnMapping | None,
+    used: dict[str, dict[str, str]],
+) -> RawInteractions:
+    """Read and concatenate ``files``; ``used[file]`` receives the columns read from it."""
     if not files:
         raise ConfigError("no input files given")
-    return RawInteractions.concat([fmt.reader(Path(f), columns) for f in files])
+    parts = [fmt.reader(Path(f), columns) for f in files]
+    used.update({str(f): part.columns for f, part in zip(files, parts)})
+    return RawInteractions.concat(parts)
 
 
 def _as_list(files: str | Path | Sequence[str | Path] | None) -> list[Path]:
@@ -194,8 +208,9 @@ def prepare_dataset(
     if existing and not options.overwrite:
         raise ConfigError(f"{out} already holds {', '.join(existing)}; pass overwrite / --force")
     spec = RAW_FORMATS[fmt]
-    raw = _read_all(spec, files, options.columns)
-    raw_unbiased = _read_all(spec, unbiased, options.columns) if unbiased else None
+    used: dict[str, dict[str, str]] = {}
+    raw = _read_all(spec, files, options.columns, used)
+    raw_unbiased = _read_all(spec, unbiased, options.columns, used) if unbiased else None
     pre_cfg = PreprocessConfig(
         _resolve_threshold(options.positive_threshold, spec, raw),
         options.min_user_interactions,
@@ -218,6 +233,8 @@ def prepare_dataset(
         "raw_files": [str(f) for f in files],
         "unbiased_files": [str(f) for f in unbiased],
         "options": asdict(options) | {"split": asdict(split_cfg)},
+        "columns": used,
+        "columns_found_by_name": options.columns is None and fmt in NAMED_COLUMN_FORMATS,
         "positive_threshold": pre_cfg.positive_threshold,
         "preprocess": pre_report.to_dict(),
         "split": result.report.to_dict(),

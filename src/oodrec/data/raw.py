@@ -19,8 +19,10 @@ end, so that a 12.5-million-row KuaiRec matrix never holds a Python string per f
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +30,11 @@ import numpy as np
 from oodrec.data.raw_slow import missing_columns, read_header
 from oodrec.errors import DataValidationError
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "CHUNK_ROWS",
+    "COLUMN_NAMES",
     "ColumnMapping",
     "RawInteractions",
     "read_delimited",
@@ -40,6 +45,7 @@ __all__ = [
     "read_recbole_inter",
     "read_table",
     "read_yelp_reviews",
+    "detect_columns",
 ]
 
 CHUNK_ROWS = 200_000
@@ -56,6 +62,7 @@ class RawInteractions:
         ratings: explicit rating / watch ratio; NaN where the format has none.
         timestamps: seconds since the Unix epoch; NaN where unknown.
         source: the file(s) it was read from.
+        columns: ``role -> column name`` that the reader used (empty where files differ).
 
     Shapes:
         users, items: [N] str; ratings, timestamps: [N] float64.
@@ -66,6 +73,7 @@ class RawInteractions:
     ratings: np.ndarray
     timestamps: np.ndarray
     source: str = ""
+    columns: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.users)
@@ -86,6 +94,7 @@ class RawInteractions:
             np.concatenate([p.ratings for p in parts]),
             np.concatenate([p.timestamps for p in parts]),
             "; ".join(p.source for p in parts),
+            parts[0].columns if all(p.columns == parts[0].columns for p in parts) else {},
         )
 
 
@@ -131,8 +140,64 @@ class ColumnMapping:
         return cls(**values)
 
 
-def _log(cols: dict[str, np.ndarray], path: Path) -> RawInteractions:
-    return RawInteractions(cols["user"], cols["item"], cols["rating"], cols["timestamp"], str(path))
+COLUMN_NAMES: dict[str, tuple[tuple[str, ...], ...]] = {
+    "user": (("user", "userid"), ("uid",)),
+    "item": (
+        ("item", "itemid"),
+        ("iid", "movieid", "productid", "businessid", "recipeid", "videoid", "bookid"),
+    ),
+    "rating": (("rating",), ("ratings", "stars")),
+    "timestamp": (("timestamp",), ("time", "datetime", "date", "ts")),
+}
+"""Header names ``detect_columns`` takes for each role, compared in lower case without ``_``,
+``-``, ``.`` and spaces (``user_id``, ``userId`` and ``UserID`` are all ``userid``). Tiers are
+tried in order: a name of the first tier wins over one of the second (``timestamp`` over
+``date``); two names of one tier are ambiguous."""
+
+
+def _plain(name: str) -> str:
+    return re.sub(r"[\s_.\-]", "", name.lower())
+
+
+def detect_columns(where: object, header: Sequence[str]) -> ColumnMapping:
+    """The user, item and (where present) rating and timestamp columns of a header, found by
+    name (``COLUMN_NAMES``).
+
+    Args:
+        where: the file, for messages.
+        header: the column names.
+
+    Raises:
+        DataValidationError: no user or item column, or two candidates for one role; the message
+            lists the header and shows ``--columns``.
+    """
+    shown = ", ".join(map(repr, header)) or "nothing"
+    usage = "pass --columns user=COL,item=COL[,rating=COL][,timestamp=COL]"
+    found: dict[str, str] = {}
+    for role, tiers in COLUMN_NAMES.items():
+        for tier in tiers:
+            hits = [name for name in header if _plain(name) in tier]
+            if len(hits) > 1:
+                raise DataValidationError(
+                    f"{where}: columns {', '.join(map(repr, hits))} could each be the {role} "
+                    f"column; the header has {shown}; {usage}"
+                )
+            if hits:
+                found[role] = hits[0]
+                break
+    missing = [role for role in ("user", "item") if role not in found]
+    if missing:
+        wanted = " / ".join(f"{r} ({', '.join(COLUMN_NAMES[r][0])}, ...)" for r in missing)
+        raise DataValidationError(
+            f"{where}: no column named like a {wanted} id; the header has {shown}; {usage}"
+        )
+    return ColumnMapping(**found)
+
+
+def _log(cols: dict[str, np.ndarray], path: Path, names: dict[str, str]) -> RawInteractions:
+    return RawInteractions(
+        cols["user"], cols["item"], cols["rating"], cols["timestamp"], str(path), dict(names)
+    )
 
 
 def read_delimited(
@@ -175,7 +240,7 @@ def read_delimited(
         numeric_timestamp,
         CHUNK_ROWS,
     )
-    return _log(cols, path)
+    return _log(cols, path, names)
 
 
 def read_parquet(path: str | Path, names: dict[str, str]) -> RawInteractions:
@@ -187,7 +252,7 @@ def read_parquet(path: str | Path, names: dict[str, str]) -> RawInteractions:
     from oodrec.data import raw_arrow
 
     path = Path(path)
-    return _log(raw_arrow.read_parquet(path, names, CHUNK_ROWS), path)
+    return _log(raw_arrow.read_parquet(path, names, CHUNK_ROWS), path, names)
 
 
 def read_table(
@@ -198,19 +263,33 @@ def read_table(
 
     Args:
         path: the file.
-        columns: which columns hold user, item, rating, timestamp (default ``user_id``,
-            ``item_id``, no rating, no timestamp).
+        columns: which columns hold user, item, rating, timestamp. ``None``: found by name in
+            the header (``detect_columns``: ``user_id`` / ``userId`` / ``user``, ``item_id`` /
+            ``itemId`` / ``item`` / ``movieId`` ..., ``rating``, ``timestamp`` / ``time`` /
+            ``date``) and logged.
         delimiter: override the separator of text files.
 
     Returns:
-        The validated log.
+        The validated log; ``columns`` holds the mapping used.
+
+    Raises:
+        DataValidationError: bad input, or (``columns=None``) a header without a user or item
+            column or with two candidates for one role.
     """
+    from oodrec.data import raw_arrow
+
     path = Path(path)
-    names = (columns or ColumnMapping()).roles()
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return read_parquet(path, names)
+    parquet = path.suffix.lower() in (".parquet", ".pq")
     if delimiter is None:
         delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    if columns is None:
+        header = raw_arrow.parquet_columns(path) if parquet else read_header(path, delimiter)
+        columns = detect_columns(path, header)
+        used = ", ".join(f"{role}={name}" for role, name in columns.roles().items())
+        logger.info("%s: no column mapping given; using the columns found by name: %s", path, used)
+    names = columns.roles()
+    if parquet:
+        return read_parquet(path, names)
     kind = "TSV" if delimiter == "\t" else "CSV"
     return read_delimited(path, names, delimiter, kind)
 
@@ -293,4 +372,5 @@ def read_yelp_reviews(path: str | Path) -> RawInteractions:
 
     path = Path(path)
     names = dict(zip(("user", "item", "rating", "timestamp"), YELP_KEYS))
-    return _log(raw_arrow.read_json_lines(path, names, "a Yelp review", False, CHUNK_ROWS), path)
+    cols = raw_arrow.read_json_lines(path, names, "a Yelp review", False, CHUNK_ROWS)
+    return _log(cols, path, names)

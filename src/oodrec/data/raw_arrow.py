@@ -340,19 +340,27 @@ def read_json_lines(
 # --------------------------------------------------------------------------- Parquet
 
 
+def parquet_columns(path: Path) -> list[str]:
+    """The column names of a Parquet file.
+
+    Raises:
+        DataValidationError: missing or unreadable file.
+    """
+    if not path.is_file():
+        raise DataValidationError(f"{path}: file not found")
+    try:
+        return list(pq.read_schema(path).names)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataValidationError(f"{path}: not a readable Parquet file ({exc})") from None
+
+
 def read_parquet(path: Path, names: dict[str, str], chunk_rows: int) -> Columns:
     """Read the mapped columns of a Parquet file (ids of any type become their text).
 
     Raises:
         DataValidationError: missing or unreadable file, missing column, bad value.
     """
-    if not path.is_file():
-        raise DataValidationError(f"{path}: file not found")
-    try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise DataValidationError(f"{path}: not a readable Parquet file ({exc})") from None
-    raw_slow.missing_columns(path, schema.names, names.values(), "Parquet")
+    raw_slow.missing_columns(path, parquet_columns(path), names.values(), "Parquet")
     try:
         table = pq.read_table(path, columns=list(dict.fromkeys(names.values())))
         table.validate(full=True)

@@ -117,7 +117,9 @@ def dataset_stats(
             )
         )
     parts = {
-        name: (inter.users.numpy(), inter.items.numpy()) for name, inter in dataset.splits.items()
+        name: (inter.users.numpy(), inter.items.numpy())
+        for name, inter in dataset.splits.items()
+        if name not in dataset.report.absent_splits  # no row, rather than a row of zeros
     }
     out = {"name": dataset.name, "source": dataset.report.source}
     out.update(split_stats(parts, dataset.num_users, dataset.num_items))

@@ -108,6 +108,15 @@ class Trainer:
         self.device = check_device(cfg.train.device)
         apply_threads(cfg.train.threads)
         seed_everything(cfg.seed, cfg.train.deterministic)
+        absent = set(getattr(dataset.report, "absent_splits", []) or [])
+        if cfg.train.select_on in absent:
+            raise ConfigError(
+                f"train.select_on={cfg.train.select_on} but dataset {dataset.name!r} has no "
+                f"{cfg.train.select_on} split; select on one of "
+                f"{', '.join(s for s in SPLITS if s not in absent)}"
+            )
+        self.splits = tuple(s for s in SPLITS if s not in absent)
+        """The splits this dataset has (a published split may lack an IID test)."""
         self.data = TrainData.from_dataset(dataset, self.device)
         self.method: Method = build_method(cfg, self.data, self.device)
         self.optimizers = self.method.optimizers()
@@ -229,8 +238,10 @@ class Trainer:
         out.update(method_stats)
         return out
 
-    def evaluate(self, splits: tuple[str, ...] = SPLITS) -> dict[str, SplitResult]:
-        """Full-ranking metrics of the current parameters on ``splits``."""
+    def evaluate(self, splits: tuple[str, ...] | None = None) -> dict[str, SplitResult]:
+        """Full-ranking metrics of the current parameters on ``splits`` (default: every split
+        the dataset has)."""
+        splits = self.splits if splits is None else splits
         self.method.eval()
         with torch.no_grad():
             return self.evaluator.evaluate(self.method.scorer(), splits)
@@ -332,11 +343,11 @@ class Trainer:
             if (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs:
                 t1 = time.perf_counter()
                 sel = tcfg.select_on
-                res = self.evaluate(SPLITS if tcfg.eval_all_splits else (sel,))
+                res = self.evaluate(self.splits if tcfg.eval_all_splits else (sel,))
                 improved = self.selector.update(res[sel].means, epoch)
                 if improved and not tcfg.eval_all_splits:
                     # the other splits are only needed for the epoch that will be reported
-                    res.update(self.evaluate(tuple(s for s in SPLITS if s != sel)))
+                    res.update(self.evaluate(tuple(s for s in self.splits if s != sel)))
                 row["eval_seconds"] = time.perf_counter() - t1
                 for split, r in res.items():
                     row.update({f"{split}/{k}": v for k, v in r.means.items()})

@@ -40,9 +40,13 @@ class LoadedRun:
 
     @torch.no_grad()
     def evaluate(
-        self, splits: tuple[str, ...] = ("val", "iid_test", "ood_test"), evaluator: Any = None
+        self, splits: tuple[str, ...] | None = None, evaluator: Any = None
     ) -> dict[str, SplitResult]:
-        """Full-ranking metrics of the checkpoint on ``splits``."""
+        """Full-ranking metrics of the checkpoint on ``splits`` (default: every split the dataset
+        has; a published split may lack an IID test)."""
+        if splits is None:
+            absent = set(getattr(self.dataset.report, "absent_splits", []) or [])
+            splits = tuple(s for s in ("val", "iid_test", "ood_test") if s not in absent)
         device = torch.device(self.cfg.train.device)
         evaluator = evaluator or Evaluator(self.dataset, self.cfg.eval, device)
         return evaluator.evaluate(self.method.scorer(), splits)
