@@ -100,6 +100,11 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
         "--target", default="cnsdiff", help="proposed method's name for the improvement rows"
     )
     p.add_argument(
+        "--baseline",
+        help="compare the target with this method label (e.g. rns: 'does it beat uniform "
+        "negatives?'); default: the strongest other method of each column",
+    )
+    p.add_argument(
         "--figures",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -165,7 +170,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from oodrec.errors import ConfigError
 
     out = Path(args.out) if args.out else Path(args.runs_dir) / "report"
-    written = write_report(args.runs_dir, out, target=args.target)
+    written = write_report(args.runs_dir, out, target=args.target, baseline=args.baseline)
     if args.figures is not False:
         try:
             import matplotlib  # noqa: F401

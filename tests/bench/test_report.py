@@ -132,3 +132,17 @@ def test_derived_labels_and_empty_dir(tmp_path):
     assert derived_label("unknown", {"x": 1}) == "unknown[x=1]"
     with pytest.raises(RunError, match="no finished run"):
         write_report(tmp_path, tmp_path / "out")
+
+
+def test_named_baseline_replaces_the_strongest_other_method(runs_dir, tmp_path):
+    out = tmp_path / "vs_rns"
+    write_report(runs_dir, out, target="cnsdiff", baseline="rns")
+    ood = (out / "table1.md").read_text().split("### IID test")[0]
+    imp = (0.26 - 0.12) / 0.12 * 100
+    assert f"| Improv. (%) | {imp:+.2f}% |" in ood
+    assert "vs method 'rns'" in ood
+    csv = (out / "table1.csv").read_text().splitlines()
+    row = [r for r in csv if "improvement_pct" in r and ",ood_test," in r and "recall@20" in r]
+    assert len(row) == 1 and ",cnsdiff,rns," in row[0]
+    write_report(runs_dir, tmp_path / "none", target="cnsdiff", baseline="nosuch")
+    assert "no improvement row" in (tmp_path / "none" / "table1.md").read_text()

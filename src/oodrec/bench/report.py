@@ -57,11 +57,15 @@ class _Column:
     values: dict[str, dict[int, float]] = field(default_factory=dict)  # method -> seed -> v
 
 
-def _comparison(col: _Column, target: str) -> dict:
-    """Best target vs strongest baseline of one column: improvement % and paired p-value."""
+def _comparison(col: _Column, target: str, baseline: str | None = None) -> dict:
+    """Best target vs a baseline of one column: improvement % and paired p-value. The baseline
+    is the method labelled exactly ``baseline`` when given, else the strongest other method."""
     means = {m: statistics.fmean(v.values()) for m, v in col.values.items() if v}
     targets = [m for m in means if is_target(m, target)]
-    baselines = [m for m in means if not is_target(m, target)]
+    if baseline is not None:
+        baselines = [m for m in means if m == baseline and not is_target(m, target)]
+    else:
+        baselines = [m for m in means if not is_target(m, target)]
     if not targets or not baselines:
         return {}
     best_t = max(targets, key=means.__getitem__)
@@ -76,7 +80,9 @@ def _comparison(col: _Column, target: str) -> dict:
     return {"target": best_t, "baseline": best_b, "improvement": imp, "p": p, "paired": seeds}
 
 
-def table1(runs: list[RunRecord], split: str, target: str) -> Table | None:
+def table1(
+    runs: list[RunRecord], split: str, target: str, baseline: str | None = None
+) -> Table | None:
     """Table 1 for one selection label and one split (None without main runs).
 
     Args:
@@ -131,7 +137,7 @@ def table1(runs: list[RunRecord], split: str, target: str) -> Table | None:
                     )
                 )
         table.rows.append(row)
-    _add_comparison_rows(table, cols, target, selection, split)
+    _add_comparison_rows(table, cols, target, selection, split, baseline)
     skipped = len(runs) - len(main)
     if skipped:
         table.notes.append(
@@ -142,12 +148,18 @@ def table1(runs: list[RunRecord], split: str, target: str) -> Table | None:
 
 
 def _add_comparison_rows(
-    table: Table, cols: list[_Column], target: str, selection: str, split: str
+    table: Table,
+    cols: list[_Column],
+    target: str,
+    selection: str,
+    split: str,
+    baseline: str | None = None,
 ) -> None:
-    comps = [_comparison(col, target) for col in cols]
+    comps = [_comparison(col, target, baseline) for col in cols]
+    against = f"method {baseline!r}" if baseline else "the strongest other method"
     if not any(comps):
         table.notes.append(
-            f"no improvement row: needs a method named like {target!r} and a baseline"
+            f"no improvement row: needs a method named like {target!r} and {against}"
         )
         return
     imp_row, p_row = [Cell("Improv. (%)")], [Cell("p-value")]
@@ -173,7 +185,7 @@ def _add_comparison_rows(
             )
     table.rows += [imp_row, p_row]
     table.notes.append(
-        f"Improv.: best method named like {target!r} vs the strongest other method, per column; "
+        f"Improv.: best method named like {target!r} vs {against}, per column; "
         "p-value: two-sided paired t-test over their common seeds (– with fewer than 2)"
     )
 
@@ -181,12 +193,15 @@ def _add_comparison_rows(
 # --------------------------------------------------------------------------- report
 
 
-def build_tables(runs: list[RunRecord], target: str = "cnsdiff") -> dict[str, list[Table]]:
+def build_tables(
+    runs: list[RunRecord], target: str = "cnsdiff", baseline: str | None = None
+) -> dict[str, list[Table]]:
     """All tables by kind (``table1``, ``ablation``, ``alpha_beta``, ``runtime``).
 
     Args:
         runs: finished runs (any selection labels; each label gets its own tables).
         target: the proposed method's name for the improvement rows.
+        baseline: compare with this method label (default: the strongest other method).
 
     Returns:
         Kind -> tables (kinds without any table are left out).
@@ -194,7 +209,7 @@ def build_tables(runs: list[RunRecord], target: str = "cnsdiff") -> dict[str, li
     out: dict[str, list[Table]] = {}
     for _, group in by_selection(runs).items():
         candidates = {
-            "table1": [table1(group, split, target) for split in SPLITS],
+            "table1": [table1(group, split, target, baseline) for split in SPLITS],
             "ablation": [ablation_table(group)],
             "alpha_beta": [alpha_beta_table(group)],
             "runtime": [runtime_table(group)],
@@ -204,13 +219,19 @@ def build_tables(runs: list[RunRecord], target: str = "cnsdiff") -> dict[str, li
     return {k: v for k, v in out.items() if v}
 
 
-def write_report(runs_dir: str | Path, out_dir: str | Path, target: str = "cnsdiff") -> list[Path]:
+def write_report(
+    runs_dir: str | Path,
+    out_dir: str | Path,
+    target: str = "cnsdiff",
+    baseline: str | None = None,
+) -> list[Path]:
     """Write ``KIND.md``, ``KIND.csv``, ``KIND.tex`` per table kind and ``report.md``.
 
     Args:
         runs_dir: directory searched recursively for finished runs.
         out_dir: output directory (created).
         target: the proposed method's name for the improvement rows.
+        baseline: compare with this method label (default: the strongest other method).
 
     Returns:
         The written files.
@@ -225,7 +246,7 @@ def write_report(runs_dir: str | Path, out_dir: str | Path, target: str = "cnsdi
         raise RunError(f"no finished run (record.json) below {runs_dir}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tables = build_tables(runs, target)
+    tables = build_tables(runs, target, baseline)
     written = []
     summary = [f"# Benchmark report: {len(runs)} run(s) from {runs_dir}", ""]
     for kind, kind_tables in tables.items():
