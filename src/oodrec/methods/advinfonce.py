@@ -27,9 +27,13 @@ from torch import nn
 
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer
-from oodrec.methods.lightgcn import build_lightgcn, pair_batches
+from oodrec.methods.lightgcn import (
+    build_lightgcn,
+    pair_batches,
+    uniform_probe,
+)
 from oodrec.models.lightgcn import _init_
-from oodrec.samplers import Negatives, PositiveIndex, TripletBatch
+from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
 from oodrec.seeding import make_generator
 from oodrec.train.losses import l2_loss
@@ -178,13 +182,7 @@ class AdvInfoNCE(Method):
         return lambda u: users[u] @ items.T
 
     def negative_probe(self, gen: torch.Generator) -> NegativeProbe:
-        emb = self.model.propagate()
-
-        def sample(users: torch.Tensor, pos: torch.Tensor) -> Negatives:
-            ids = uniform_items(users, self.ctx.data.num_items, gen, positives=self.positives)
-            return Negatives(emb=emb.items[ids], ids=ids)
-
-        return NegativeProbe(emb, sample)
+        return uniform_probe(self.model, self.positives, self.ctx.data.num_items, gen)
 
     def diagnostics(self) -> dict[str, float]:
         return {"adv_passes": float(self.adv_passes)}

@@ -31,9 +31,14 @@ import torch.nn.functional as F
 
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer
-from oodrec.methods.lightgcn import build_lightgcn, pair_batches
+from oodrec.methods.lightgcn import (
+    build_lightgcn,
+    inner_product_scorer,
+    pair_batches,
+    uniform_probe,
+)
 from oodrec.models.lightgcn import symmetric_spmm
-from oodrec.samplers import Negatives, PositiveIndex, TripletBatch
+from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
 from oodrec.train.losses import l2_loss
 
@@ -266,17 +271,10 @@ class DRGNN(Method):
         }
 
     def scorer(self) -> Scorer:
-        emb = self.model.propagate()  # the plain graph
-        return lambda users: emb.users[users] @ emb.items.T
+        return inner_product_scorer(self.model)  # the plain graph, not A_hat * L
 
     def negative_probe(self, gen: torch.Generator) -> NegativeProbe:
-        emb = self.model.propagate()
-
-        def sample(users: torch.Tensor, pos: torch.Tensor) -> Negatives:
-            ids = uniform_items(users, self.ctx.data.num_items, gen, positives=self.positives)
-            return Negatives(emb=emb.items[ids], ids=ids)
-
-        return NegativeProbe(emb, sample)
+        return uniform_probe(self.model, self.positives, self.ctx.data.num_items, gen)
 
     def diagnostics(self) -> dict[str, float]:
         return {"drgnn_added_edges": float(self.aug_users.numel())}

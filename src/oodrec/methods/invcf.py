@@ -28,9 +28,14 @@ from torch import nn
 
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer
-from oodrec.methods.lightgcn import build_lightgcn, pair_batches
+from oodrec.methods.lightgcn import (
+    build_lightgcn,
+    inner_product_scorer,
+    pair_batches,
+    uniform_probe,
+)
 from oodrec.models.lightgcn import _init_, symmetric_spmm
-from oodrec.samplers import Negatives, PositiveIndex, TripletBatch
+from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
 from oodrec.seeding import make_generator
 from oodrec.train.losses import bpr_loss, l2_loss
@@ -205,14 +210,7 @@ class InvCF(Method):
         return terms
 
     def scorer(self) -> Scorer:
-        emb = self.model.propagate()
-        return lambda users: emb.users[users] @ emb.items.T
+        return inner_product_scorer(self.model)
 
     def negative_probe(self, gen: torch.Generator) -> NegativeProbe:
-        emb = self.model.propagate()
-
-        def sample(users: torch.Tensor, pos: torch.Tensor) -> Negatives:
-            ids = uniform_items(users, self.ctx.data.num_items, gen, positives=self.positives)
-            return Negatives(emb=emb.items[ids], ids=ids)
-
-        return NegativeProbe(emb, sample)
+        return uniform_probe(self.model, self.positives, self.ctx.data.num_items, gen)

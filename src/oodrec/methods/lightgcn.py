@@ -75,6 +75,29 @@ def pair_batches(
         yield TripletBatch(data.users[idx], data.items[idx])
 
 
+def uniform_probe(
+    model: LightGCN, positives: PositiveIndex, num_items: int, gen: torch.Generator
+) -> NegativeProbe:
+    """A false-hard-negative probe with one uniform negative per pair (methods that draw their
+    own uniform negatives: InvCF, AdvInfoNCE, DR-GNN)."""
+    from oodrec.samplers import Negatives
+    from oodrec.samplers.base import uniform_items
+
+    emb = model.propagate()
+
+    def sample(users: torch.Tensor, pos: torch.Tensor) -> Negatives:
+        ids = uniform_items(users, num_items, gen, positives=positives)
+        return Negatives(emb=emb.items[ids], ids=ids)
+
+    return NegativeProbe(emb, sample)
+
+
+def inner_product_scorer(model: LightGCN) -> Scorer:
+    """Scores as inner products of one full propagation's pooled embeddings."""
+    emb = model.propagate()
+    return lambda users: emb.users[users] @ emb.items.T
+
+
 class LightGCNMethod(Method):
     """LightGCN trained with BPR against the negatives of a pluggable sampler.
 
@@ -127,8 +150,7 @@ class LightGCNMethod(Method):
         return terms
 
     def scorer(self) -> Scorer:
-        emb = self.model.propagate()
-        return lambda users: emb.users[users] @ emb.items.T
+        return inner_product_scorer(self.model)
 
     def negative_probe(self, gen: torch.Generator) -> NegativeProbe:
         emb = self.model.propagate()
