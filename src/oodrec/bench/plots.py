@@ -236,7 +236,9 @@ def figure5(runs: list[RunRecord], out_dir: Path, suffix: str = "") -> list[Path
                 ax.set_xlabel("epoch")
                 ax.set_ylabel(column)
         axes[2].set_title("selection metric (dotted: selected epoch)", fontsize=8)
-        axes[0].legend(fontsize=7)
+        for ax in axes:  # every panel: a method may lack a column (DiffRec has no FHN ratio)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
         fig.suptitle(f"{dataset}: training dynamics ({runs[0].selection})", fontsize=9)
         written += _save(fig, out_dir, f"fig5_{dataset}{suffix}")
     return written
