@@ -96,6 +96,20 @@ def _int_or_none(token: bytes) -> int | None:
         return None
 
 
+def _open_split(
+    path: str | Path, on_bad_lines: str, **report_fields: str
+) -> tuple[Path, list, FileReport]:
+    """Check the arguments, read the lines of a split file and start its report (the shared
+    prologue of the pair and adjacency-list readers)."""
+    path = Path(path)
+    if on_bad_lines not in ("error", "skip"):
+        raise ValueError(f"on_bad_lines must be 'error' or 'skip', got {on_bad_lines!r}")
+    if not path.is_file():
+        raise DataValidationError(f"{path}: file not found")
+    lines = _read_lines(path)
+    return path, lines, FileReport(path=str(path), lines=len(lines), **report_fields)
+
+
 def read_interactions(
     path: str | Path, on_bad_lines: str = "error"
 ) -> tuple[np.ndarray, np.ndarray, FileReport]:
@@ -118,13 +132,7 @@ def read_interactions(
     Raises:
         DataValidationError: missing or empty file, or a malformed line in strict mode.
     """
-    path = Path(path)
-    if on_bad_lines not in ("error", "skip"):
-        raise ValueError(f"on_bad_lines must be 'error' or 'skip', got {on_bad_lines!r}")
-    if not path.is_file():
-        raise DataValidationError(f"{path}: file not found")
-    lines = _read_lines(path)
-    report = FileReport(path=str(path), lines=len(lines))
+    path, lines, report = _open_split(path, on_bad_lines)
     fields = [line.split() for line in lines]
     counts = np.fromiter((len(f) for f in fields), dtype=np.int64, count=len(fields))
     usable = counts[(counts == 2) | (counts == 3)]
@@ -297,13 +305,7 @@ def read_adjacency(
     Raises:
         DataValidationError: missing or empty file, or a malformed line in strict mode.
     """
-    path = Path(path)
-    if on_bad_lines not in ("error", "skip"):
-        raise ValueError(f"on_bad_lines must be 'error' or 'skip', got {on_bad_lines!r}")
-    if not path.is_file():
-        raise DataValidationError(f"{path}: file not found")
-    lines = _read_lines(path)
-    report = FileReport(path=str(path), lines=len(lines), layout="adjacency")
+    path, lines, report = _open_split(path, on_bad_lines, layout="adjacency")
     fields = [line.split() for line in lines]
     bad = np.array([not f for f in fields], dtype=bool)
     values = _non_negative_ints(list(chain.from_iterable(fields)))

@@ -163,7 +163,9 @@ class Method(nn.Module):
         """The optimiser phase that batch ``step`` of ``epoch`` trains. Default ``main``."""
         return "main"
 
-    def loss(self, batch: Any, gen: torch.Generator, phase: str = "main") -> dict[str, Tensor]:
+    def loss(
+        self, batch: Any, gen: torch.Generator, phase: str = "main"
+    ) -> dict[str, torch.Tensor]:
         """Already weighted loss terms of ``batch`` (name -> scalar); the Trainer sums them."""
         raise NotImplementedError
 
@@ -199,7 +201,5 @@ class Method(nn.Module):
         """Load a checkpoint written before methods existed (keys ``model`` / ``sampler``)."""
         raise KeyError("checkpoint has no 'method' state")
 
-
-Tensor = torch.Tensor
 
 __all__ = ["Method", "MethodContext", "NegativeProbe", "Scorer", "TrainData"]
