@@ -167,7 +167,9 @@ def _resume_config(args: argparse.Namespace, saved):
 def _format_table(metrics: dict[str, dict[str, float]], label: str) -> str:
     """The metrics table; a split the dataset lacks (no metrics) is shown as absent."""
     splits = ("val", "iid_test", "ood_test")
+    est = ("ips_", "strat_")
     names = next((list(m) for m in metrics.values() if m), [])
+    names = [n for n in names if not n.startswith(est)]
     head = f"{'split':<10}" + "".join(f"{n:>12}" for n in names)
     lines = [head, "-" * len(head)]
     for s in splits:
@@ -175,6 +177,11 @@ def _format_table(metrics: dict[str, dict[str, float]], label: str) -> str:
             lines.append(f"{s:<10}{'(absent: the dataset has no such split)':>{12 * len(names)}}")
             continue
         lines.append(f"{s:<10}" + "".join(f"{metrics[s][n]:>12.4f}" for n in names))
+    extra = {n: v for n, v in (metrics.get("val") or {}).items() if n.startswith(est)}
+    if extra:
+        lines.append(
+            "val OOD-aware estimators: " + ", ".join(f"{n} {v:.4f}" for n, v in extra.items())
+        )
     lines.append(f"({label})")
     return "\n".join(lines)
 
@@ -334,7 +341,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run = load_run(args.run_dir, data_dir=args.data_dir, device=args.device)
     res = run.evaluate()
     print(f"{run.path}: best checkpoint (epoch {run.epoch}, model {run.cfg.method_label()})")
-    print(_format_table({s: r.means for s, r in res.items()}, selection_label(run.cfg.train)))
+    print(
+        _format_table(
+            {s: r.means for s, r in res.items()}, selection_label(run.cfg.train, run.cfg.eval)
+        )
+    )
     return 0
 
 

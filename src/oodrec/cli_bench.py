@@ -47,6 +47,44 @@ all tables, and figures/ (PNG and PDF). Val-selected and test-selected runs get 
 tables, each labelled.
 """
 
+TUNE_DESCRIPTION = """\
+Equal-budget hyperparameter search on validation, then the best configuration over seeds.
+
+Every (dataset, method) of the grid gets one Optuna study with the same budget of finished
+(complete or pruned) trials: a TPE sampler, and a median pruner that stops a trial whose val
+selection metric (train.select_metric, e.g. ndcg@20 or an OOD-aware estimator) falls below the
+median of earlier trials at the same epoch. Tuning never reads a test split. Studies live in
+one SQLite file (OUT/tune.db, or --storage URL), so a killed search resumes without repeating
+finished trials, and several workers share a study: --workers N local processes, or Ray tasks
+with --executor ray (on a cluster, use a --storage every node reaches, e.g. PostgreSQL or a
+SQLite file on a shared file system).
+
+Once every study has its budget, the best values of each run over the grid's seeds as
+ordinary resumable grid runs, OUT/DATASET-METHOD-tuned-seedN, labelled
+"METHOD (tuned, N trials)" in `oodrec report`, with the search space in the table notes.
+
+The grid needs a tune: section:
+  tune:
+    trials: 12                  # the budget per study
+    seed: 1                     # training seed of the trials
+    startup_trials: 4           # random trials first; no pruning before
+    warmup_evals: 2             # evaluations before a trial may be pruned
+    space:                      # every method
+      train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
+      train.l2: {low: 1.0e-6, high: 1.0e-3, log: true}
+    methods:                    # per method, added to the shared space
+      cnsdiff: {sampler.cl_weight: {low: 0.03, high: 1.0, log: true}}
+"""
+
+TUNE_EPILOG = """\
+examples:
+  oodrec tune configs/tune_smoke.yaml                    # tiny simulator search, a few minutes
+  oodrec tune configs/tune.yaml --workers 2 --set train.threads=1
+  oodrec tune configs/tune.yaml --status                 # budget, pruned, best values so far
+  oodrec tune configs/tune.yaml --executor ray --address auto --storage postgresql://...
+  oodrec report runs/tune --baseline "rns (tuned, 12 trials)" --target cnsdiff
+"""
+
 PLOTS_MISSING = "figures need matplotlib: pip install 'oodrec[plots]'"
 
 
@@ -83,6 +121,32 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
         help="dotted override applied to every run, repeatable (train.threads=1)",
     )
     p.set_defaults(func=cmd_bench)
+
+    p = subparsers.add_parser(
+        "tune",
+        help="equal-budget hyperparameter search on val (Optuna), then the best over seeds",
+        description=TUNE_DESCRIPTION,
+        epilog=TUNE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("grid", metavar="GRID.yaml", help="grid file with a tune: section")
+    p.add_argument("--trials", type=int, help="budget per study (default: the grid's tune.trials)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--workers", type=int, default=1, help="workers sharing the studies (default 1)")
+    p.add_argument("--address", help="Ray address (auto, HOST:PORT, ray://HOST:PORT)")
+    p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs per Ray task (default 1)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/tune.db)")
+    p.add_argument("--out", help="directory of trials and final runs (default: the grid's out_dir)")
+    p.add_argument("--status", action="store_true", help="print the studies' state only")
+    p.add_argument("--no-final", action="store_true", help="search only; skip the runs over seeds")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted override applied to every trial and final run (train.threads=1)",
+    )
+    p.set_defaults(func=cmd_tune)
 
     p = subparsers.add_parser(
         "report",
@@ -159,6 +223,87 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"FAILED {o.name}: {last[0]}", file=sys.stderr)
     if failed:
         print("rerun the same command to retry the failed runs", file=sys.stderr)
+        return 1
+    print(f"tables and figures: oodrec report {out_dir}")
+    return 0
+
+
+def _tune_workers(args: argparse.Namespace, jobs: list) -> None:
+    """Run ``tune_worker`` in this process, in local processes or as Ray tasks."""
+    from oodrec.bench.tune import tune_worker
+    from oodrec.errors import ConfigError
+
+    if args.executor == "local" and args.workers == 1:
+        tune_worker(jobs)
+        return
+    if args.executor == "local":
+        import multiprocessing
+        import os
+        from concurrent.futures import ProcessPoolExecutor
+
+        threads = max(1, (os.cpu_count() or 1) // args.workers)
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
+            for fut in [pool.submit(tune_worker, jobs, threads) for _ in range(args.workers)]:
+                fut.result()
+        return
+    try:
+        import ray
+    except ImportError:
+        from oodrec.bench.runner import RAY_MISSING
+
+        raise ConfigError(RAY_MISSING) from None
+    if not ray.is_initialized():
+        ray.init(address=args.address, include_dashboard=False if args.address is None else None)
+    task = ray.remote(tune_worker).options(num_cpus=args.cpus_per_worker)
+    ray.get([task.remote(jobs, args.cpus_per_worker) for _ in range(args.workers)])
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """Handler of ``oodrec tune``. Returns 0, or 1 when a final run failed."""
+    from dataclasses import replace
+
+    from oodrec.bench.grid import load_grid
+    from oodrec.bench.runner import run_grid
+    from oodrec.bench.tune import final_runs, parse_tune, storage_url, study_jobs, summarize
+    from oodrec.errors import ConfigError
+
+    if args.workers < 1 or (args.trials is not None and args.trials < 1):
+        raise ConfigError(f"--workers and --trials must be >= 1, got {args.workers}, {args.trials}")
+    spec = load_grid(args.grid)
+    tune = parse_tune(spec)
+    if args.trials is not None:
+        tune = replace(tune, trials=args.trials)
+    out_dir = args.out or spec.out_dir
+    url = storage_url(out_dir, args.storage)
+    jobs = study_jobs(spec, tune, out_dir, url, list(args.set))
+    if not args.status:
+        print(f"{len(jobs)} studies x {tune.trials} trials -> {url}", file=sys.stderr)
+        try:
+            _tune_workers(args, jobs)
+        except KeyboardInterrupt:
+            print("\ninterrupted; rerun the same command to continue the search", file=sys.stderr)
+            return 130
+    rows = summarize(jobs)
+    print(f"{'study':<28}{'finished':>10}{'pruned':>8}  best val      values")
+    for r in rows:
+        best = "-" if r["best_value"] is None else f"{r['metric']} {r['best_value']:.4f}"
+        values = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in (r["best_params"] or {}).items()
+        )
+        done = f"{r['finished']:>5}/{r['budget']:<4}"
+        print(f"{r['study']:<28}{done}{r['pruned']:>8}  {best:<13} {values}")
+    if args.status or args.no_final:
+        return 0
+    runs = final_runs(spec, jobs, out_dir)
+    print(f"{len(runs)} final run(s) -> {out_dir}", file=sys.stderr)
+    outcomes = run_grid(runs, grid=str(args.grid), show_progress=not args.quiet)
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in failed:
+        last = (o.error or "").strip().splitlines()[-1:] or ["?"]
+        print(f"FAILED {o.name}: {last[0]}", file=sys.stderr)
+    if failed:
         return 1
     print(f"tables and figures: oodrec report {out_dir}")
     return 0

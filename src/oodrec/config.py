@@ -109,7 +109,9 @@ class TrainConfig:
     select_on: Literal["val", "iid_test", "ood_test"] = "val"
     """Split used to pick the best epoch. Anything but ``val`` is labelled test-selected."""
     select_metric: str = "ndcg@20"
-    """Metric used to pick the best epoch."""
+    """Metric used to pick the best epoch: ``recall@K`` / ``ndcg@K``, or an OOD-aware val
+    estimator, ``ips_ndcg@K`` (inverse-popularity-weighted) or ``strat_ndcg@K`` (mean over
+    equal-mass popularity buckets); see ``eval.ips_gamma``, ``eval.strata``."""
     select_rule: Literal["metric", "all_four"] = "metric"
     """``all_four``: the CNSDiff code's rule (all of R@10, N@10, R@20, N@20 must not drop)."""
     eval_every: int = 1
@@ -168,12 +170,35 @@ class EvalConfig:
     """Cut-offs K of Recall@K and NDCG@K."""
     user_batch_size: int = 2048
     """Users scored per batch."""
+    ips_gamma: float = 0.5
+    """OOD-aware selection (val only): exponent of the IPS weights ``1 / p(item) ** gamma`` of the
+    ``ips_*`` val metrics (0: plain metrics). See ``oodrec.eval.estimators``."""
+    ips_clip: float = 100.0
+    """Largest IPS weight, relative to the most popular item's weight of 1."""
+    strata: int = 4
+    """Equal-mass item-popularity buckets of the ``strat_*`` val metrics."""
+    protocol: Literal["full", "candidates"] = "full"
+    """How the test splits rank: ``full`` (every item the user has not interacted with) or
+    ``candidates`` (only the user's logged candidates: the items shown to them, liked or not,
+    from ``test_ood_candidates.txt`` / ``test_iid_candidates.txt``, as the publishers of
+    random-exposure logs such as Yahoo! R3 and Coat evaluate). Val always ranks in full."""
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"eval.ks must be non-empty positive integers, got {self.ks}")
         if self.user_batch_size < 1:
             raise ConfigError(f"eval.user_batch_size must be >= 1, got {self.user_batch_size}")
+        if self.ips_gamma < 0 or not self.ips_clip >= 1:
+            raise ConfigError(
+                f"eval.ips_gamma must be >= 0 and eval.ips_clip >= 1, got {self.ips_gamma} and "
+                f"{self.ips_clip}"
+            )
+        if self.strata < 1:
+            raise ConfigError(f"eval.strata must be >= 1, got {self.strata}")
+        if self.protocol not in ("full", "candidates"):
+            raise ConfigError(
+                f"eval.protocol must be 'full' or 'candidates', got {self.protocol!r}"
+            )
         object.__setattr__(self, "ks", tuple(sorted(set(int(k) for k in self.ks))))
 
 
@@ -217,13 +242,29 @@ def validate_config(cfg: ExperimentConfig) -> None:
 
     Raises:
         ConfigError: ``train.select_metric`` is not computed (valid: recall@K / ndcg@K for K in
-            ``eval.ks``), or ``select_rule=all_four`` without K = 10 and 20 in ``eval.ks``.
+            ``eval.ks``, or an estimator ``ips_*`` / ``strat_*`` on val), or
+            ``select_rule=all_four`` without K = 10 and 20 in ``eval.ks``.
     """
     valid = [f"{m}@{k}" for m in SELECTION_METRICS for k in cfg.eval.ks]
+    estimators = [
+        f"{e}_{m}@{k}" for e in ("ips", "strat") for m in SELECTION_METRICS for k in cfg.eval.ks
+    ]
+    if cfg.train.select_metric in estimators:
+        if cfg.train.select_on != "val":
+            raise ConfigError(
+                f"train.select_metric={cfg.train.select_metric} is an OOD-aware val estimator; "
+                f"it needs train.select_on=val, got {cfg.train.select_on}"
+            )
+        if cfg.train.select_rule != "metric":
+            raise ConfigError(
+                f"train.select_metric={cfg.train.select_metric} needs train.select_rule=metric"
+            )
+        return
     if cfg.train.select_metric not in valid:
         raise ConfigError(
             f"train.select_metric {cfg.train.select_metric!r} is not computed; valid with "
-            f"eval.ks={list(cfg.eval.ks)}: {', '.join(valid)}"
+            f"eval.ks={list(cfg.eval.ks)}: {', '.join(valid)}; OOD-aware val estimators: "
+            f"{', '.join(estimators)}"
         )
     if cfg.train.select_rule == "all_four" and not {10, 20} <= set(cfg.eval.ks):
         raise ConfigError(

@@ -82,7 +82,7 @@ def test_table1_markdown_and_latex(runs_dir, tmp_path):
     write_report(runs_dir, out, target="cnsdiff")
     md = (out / "table1.md").read_text()
     val_part, test_part = md.split("TEST-SELECTED on ood_test", 1)
-    assert "*selected on val*" in val_part and "0.9876" not in val_part
+    assert "*selected on val; full ranking*" in val_part and "0.9876" not in val_part
     assert "0.9876" in test_part
     ood = val_part.split("### IID test")[0]
     assert "| **0.2600 ± 0.0361** |" in ood  # cnsdiff: best, bold

@@ -31,6 +31,17 @@ CASES = {
 }
 
 
+def _estimator(key: str) -> bool:
+    """Keys added after the golden values were recorded, each tested on its own: the val
+    estimators (tests/eval/test_estimators.py) and CNSDiff's score diagnostics
+    (tests/samplers/test_cnsdiff_options.py, which also shows they change no other value)."""
+    return key.split("/")[-1].startswith(("ips_", "strat_")) or key in (
+        "cnsdiff_mixed_score",
+        "cnsdiff_random_score",
+        "cnsdiff_generated_score",
+    )
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_lightgcn_matches_pre_method_main(case, tiny_dir):
     if not torch.__version__.startswith("2.13"):
@@ -43,7 +54,12 @@ def test_lightgcn_matches_pre_method_main(case, tiny_dir):
     cfg = apply_overrides(cfg, ["model.name=lightgcn", *CASES[case]])
     res = train(cfg, load_dataset(cfg.data))
     want = GOLDEN["runs"][case]
-    got = [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in res.history]
+    # keys newer than the golden values (``_estimator``) are tested elsewhere; every other value
+    # is checked here bit for bit
+    got = [
+        {k: v for k, v in r.items() if not k.endswith("seconds") and not _estimator(k)}
+        for r in res.history
+    ]
     assert len(got) == len(want["history"])
     for epoch, (g, w) in enumerate(zip(got, want["history"])):
         assert g == w, f"epoch {epoch}: " + ", ".join(
@@ -51,5 +67,7 @@ def test_lightgcn_matches_pre_method_main(case, tiny_dir):
             for k in sorted(set(g) | set(w))
             if g.get(k) != w.get(k)
         )
-    assert res.metrics == want["metrics"]
+    assert {
+        s: {k: v for k, v in m.items() if not _estimator(k)} for s, m in res.metrics.items()
+    } == want["metrics"]
     assert res.best_epoch == want["best_epoch"]

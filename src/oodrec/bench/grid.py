@@ -37,7 +37,7 @@ from typing import Any
 from oodrec.config import ExperimentConfig, apply_overrides, from_dict, read_yaml, set_path
 from oodrec.errors import ConfigError
 
-GRID_KEYS = ("base", "methods", "datasets", "seeds", "sweep", "out_dir")
+GRID_KEYS = ("base", "methods", "datasets", "seeds", "sweep", "out_dir", "tune")
 METHOD_KEYS = ("name", "model", "sampler", "options", "overrides")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+\-]")
 
@@ -77,6 +77,8 @@ class GridSpec:
     """Parent directory of the run directories."""
     source: str = "<grid>"
     """Where the spec came from (for messages and ``bench.json``)."""
+    tune: dict[str, Any] = field(default_factory=dict)
+    """The ``tune:`` section (``oodrec tune``; parsed by ``oodrec.bench.tune.parse_tune``)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class GridRun:
         dataset: the dataset entry of the grid.
         seed: the run seed.
         sweep: sweep key -> value of this run (empty without a sweep).
+        info: more for ``bench.json`` (``tuning`` of an ``oodrec tune`` final run).
     """
 
     name: str
@@ -98,6 +101,7 @@ class GridRun:
     dataset: str
     seed: int
     sweep: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
     def __iter__(self):
         """Unpack as ``(name, config)``."""
@@ -182,7 +186,7 @@ def parse_grid(data: Any, source: str = "<grid>") -> GridSpec:
 
     Args:
         data: the mapping (keys ``base``, ``methods``, ``datasets``, ``seeds``, ``sweep``,
-            ``out_dir``).
+            ``out_dir``, ``tune``).
         source: name used in error messages (the file path).
 
     Returns:
@@ -226,7 +230,17 @@ def parse_grid(data: Any, source: str = "<grid>") -> GridSpec:
         sweep=sweep,
         out_dir=str(data.get("out_dir") or base.out_dir),
         source=source,
+        tune=_parse_tune_section(data.get("tune"), source),
     )
+
+
+def _parse_tune_section(raw: Any, source: str) -> dict[str, Any]:
+    """The ``tune:`` mapping, checked in full by ``oodrec.bench.tune.parse_tune``."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _fail(source, f"tune must be a mapping, got {raw!r}")
+    return dict(raw)
 
 
 def load_grid(path: str | Path) -> GridSpec:

@@ -195,6 +195,7 @@ def load_runs(runs_dir: str | Path) -> list[RunRecord]:
         The runs with a readable ``record.json``; unreadable ones are logged and skipped.
     """
     runs = []
+    trials = 0
     found = [
         Path(root) / "record.json"
         for root, _, files in os.walk(runs_dir, followlinks=True)
@@ -208,7 +209,12 @@ def load_runs(runs_dir: str | Path) -> list[RunRecord]:
             continue
         bench_path = rec_path.parent / "bench.json"
         bench = json.loads(bench_path.read_text()) if bench_path.is_file() else {}
+        if bench.get("trial"):
+            trials += 1  # a search trial of `oodrec tune`: its final runs are the results
+            continue
         runs.append(RunRecord(rec_path.parent, record, bench))
+    if trials:
+        logger.info("%s: %d oodrec tune trial run(s) left out of the tables", runs_dir, trials)
     return runs
 
 

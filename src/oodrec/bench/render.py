@@ -85,10 +85,16 @@ def _md_cell(cell: Cell) -> str:
     return text
 
 
+def _label(selection: str) -> str:
+    """The selection label with the test protocol always named (full ranking is unmarked in
+    records; ``eval.protocol=candidates`` labels say so themselves)."""
+    return selection if "candidates" in selection else f"{selection}; full ranking"
+
+
 def to_markdown(table: Table) -> str:
     """Markdown: a heading, the selection label, the table and its notes."""
     head = table.header()
-    lines = [f"### {table.title}", "", f"*{table.selection}*", ""]
+    lines = [f"### {table.title}", "", f"*{_label(table.selection)}*", ""]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join(["---"] * len(table.label_columns) + ["--:"] * len(table.columns)))
     lines[-1] += "|"
@@ -131,7 +137,7 @@ def to_latex(table: Table) -> str:
     """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
     n_label = len(table.label_columns)
     spec = "l" * n_label + "r" * len(table.columns)
-    caption = latex_escape(f"{table.title} ({table.selection})")
+    caption = latex_escape(f"{table.title} ({_label(table.selection)})")
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{caption}}}"]
     lines += [r"\resizebox{\textwidth}{!}{%", rf"\begin{{tabular}}{{{spec}}}", r"\toprule"]
     if table.groups:

@@ -138,6 +138,12 @@ def table1(
                 )
         table.rows.append(row)
     _add_comparison_rows(table, cols, target, selection, split, baseline)
+    tuned = {r.label: r.bench["tuning"] for r in main if r.bench.get("tuning")}
+    for label, info in sorted(tuned.items()):
+        table.notes.append(
+            f"{label}: best of {info['budget']} trials on {info['metric']} (Optuna TPE, median "
+            f"pruning; {info['pruned']} pruned) over {'; '.join(info['space'])}"
+        )
     skipped = len(runs) - len(main)
     if skipped:
         table.notes.append(

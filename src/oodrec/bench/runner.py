@@ -178,6 +178,7 @@ def write_bench_info(job: Job) -> None:
         "dataset": job.run.dataset,
         "seed": job.run.seed,
         "sweep": job.run.sweep,
+        **job.run.info,
     }
     job.path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(job.path / BENCH_FILE, json.dumps(info, indent=2))

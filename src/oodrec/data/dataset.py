@@ -20,6 +20,7 @@ from oodrec.data.io import (
     FileReport,
     find_id_line,
     human_bytes,
+    read_interactions,
     table_bytes,
 )
 from oodrec.data.layouts import ROLE_FILES, DirectoryLayout, find_layout, read_layout
@@ -155,6 +156,10 @@ class InteractionDataset:
     report: DataReport
     relevance: torch.Tensor | None = None
     """Ground-truth relevance [U, I] (bool) where known (the simulator), else None."""
+    candidates: dict[str, Interactions] = field(default_factory=dict)
+    """Test split -> logged candidates (the items shown to each user, liked or not), from the
+    optional ``test_ood_candidates.txt`` / ``test_iid_candidates.txt``; ranked among by
+    ``eval.protocol=candidates``."""
 
     @property
     def train(self) -> Interactions:
@@ -394,8 +399,42 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
         if split == "val":
             val_keys = torch.sort(inter.keys(num_items)).values
     report.num_users, report.num_items = num_users, num_items
+    candidates = _read_candidates(folder, parts, num_users, num_items, cfg.on_bad_lines, report)
     parts = {k: parts[k] for k in ("train", *SPLITS)}
     report.sizes = {k: len(v) for k, v in parts.items()}
     for note in report.notes():
         logger.info("%s: %s", name, note)
-    return InteractionDataset(name, num_users, num_items, parts, report)
+    return InteractionDataset(name, num_users, num_items, parts, report, candidates=candidates)
+
+
+CANDIDATE_FILES = {"iid_test": "test_iid_candidates.txt", "ood_test": "test_ood_candidates.txt"}
+"""Optional per-test-split candidate files: ``user item`` pairs of logged exposures."""
+
+
+def _read_candidates(
+    folder: Path,
+    parts: dict[str, Interactions],
+    num_users: int,
+    num_items: int,
+    on_bad_lines: str,
+    report: DataReport,
+) -> dict[str, Interactions]:
+    """Each test split's logged candidates (read, deduplicated, unseen ids dropped and counted)
+    united with the split's positives, so every positive is a candidate of its user."""
+    out: dict[str, Interactions] = {}
+    for split, fname in CANDIDATE_FILES.items():
+        path = folder / fname
+        if not path.is_file() or split in report.absent_splits:
+            continue
+        users, items, file_report = read_interactions(path, on_bad_lines)
+        report.files[f"{split}_candidates"] = file_report
+        u, i = torch.from_numpy(users), torch.from_numpy(items)
+        seen = (u < num_users) & (i < num_items)
+        report.dropped_unseen[f"{split}_candidates"] = int((~seen).sum())
+        pos = parts[split]
+        u = torch.cat([u[seen], pos.users])
+        i = torch.cat([i[seen], pos.items])
+        keys = torch.unique(u * num_items + i)
+        out[split] = Interactions(keys // num_items, keys % num_items)
+        logger.info("%s: %d logged candidates for %s", path, len(out[split]), split)
+    return out

@@ -9,6 +9,8 @@ import torch
 
 from oodrec.config import SPLITS, EvalConfig
 from oodrec.data.dataset import InteractionDataset
+from oodrec.errors import ConfigError
+from oodrec.eval.estimators import ValEstimators
 from oodrec.eval.metrics import ranking_metrics
 from oodrec.eval.ranking import CSR, mask_history, top_items
 from oodrec.models.base import Embeddings
@@ -45,10 +47,29 @@ def _same(a: list[CSR], b: list[CSR]) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
+def _candidate_top(
+    scores: torch.Tensor, users: torch.Tensor, candidates: CSR, k_max: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top items among each user's candidates (masked history stays out).
+
+    Shapes:
+        scores: [n, I] (history already -inf); users: [n].
+        returns: (top [n, k] item ids, shown [n, k] bool: the entry is a ranked candidate, not
+        filler from a candidate list shorter than k).
+    """
+    restricted = torch.full_like(scores, -torch.inf)
+    r, c = candidates.gather(users)
+    restricted[r, c] = scores[r, c]
+    top = top_items(restricted, k_max)
+    return top, torch.gather(restricted, 1, top) > -torch.inf
+
+
 class Evaluator:
     """Full-ranking evaluator for one dataset.
 
     Masking (specs 0.4): train positives for ``val``; train + val positives for the test splits.
+    Val also gets the OOD-aware selection estimators (``ips_*``, ``strat_*``; see
+    ``oodrec.eval.estimators``), in ``means`` next to its plain metrics.
 
     Args:
         dataset: the dataset.
@@ -70,6 +91,39 @@ class Evaluator:
             "ood_test": [self.csr["train"], self.csr["val"]],
         }
         self.eval_users = {s: torch.nonzero(self.csr[s].counts() > 0).squeeze(1) for s in SPLITS}
+        # eval.protocol=candidates: these test splits rank among their logged candidates only
+        self.candidates: dict[str, CSR] = {}
+        if cfg.protocol == "candidates":
+            from oodrec.data.dataset import CANDIDATE_FILES
+
+            missing = [
+                s
+                for s in ("iid_test", "ood_test")
+                if len(dataset.splits[s]) and s not in dataset.candidates
+            ]
+            if missing:
+                raise ConfigError(
+                    f"eval.protocol=candidates, but dataset {dataset.name!r} "
+                    f"({dataset.report.source}) has no logged candidates for "
+                    f"{', '.join(missing)}: add "
+                    f"{', '.join(CANDIDATE_FILES[s] for s in missing)} (user item pairs of the "
+                    "items shown to each user), or use eval.protocol=full"
+                )
+            self.candidates = {
+                split: CSR(inter.users, inter.items, dataset.num_users).to(device)
+                for split, inter in dataset.candidates.items()
+            }
+        # OOD-aware selection estimators: val only, next to its plain metrics
+        self.estimators = {
+            "val": ValEstimators(
+                self.csr["val"],
+                dataset.item_degree().to(device),
+                cfg.ks,
+                cfg.ips_gamma,
+                cfg.ips_clip,
+                cfg.strata,
+            )
+        }
 
     @torch.no_grad()
     def evaluate(
@@ -106,6 +160,8 @@ class Evaluator:
             if not _same(short, long[: len(short)]):
                 raise ValueError("evaluation masks must extend one another")
         k_max = max(ks)
+        for est in self.estimators.values():
+            est.reset()
         per_user: dict[str, dict[str, list[torch.Tensor]]] = {s: {} for s in splits}
         for start in range(0, users_all.numel(), self.cfg.user_batch_size):
             users = users_all[start : start + self.cfg.user_batch_size]
@@ -122,16 +178,27 @@ class Evaluator:
                     continue
                 su = users[rows]
                 group = next(j for j, g in enumerate(groups) if _same(g, self.masks[split]))
-                top = tops[group][rows]  # [n, k]
-                hits = self.csr[split].contains(su, top, self.num_items)  # [n, k]
+                if split in self.candidates:
+                    if group != len(groups) - 1:
+                        raise ValueError(f"{split}: candidate ranking needs the longest mask")
+                    top, shown = _candidate_top(scores[rows], su, self.candidates[split], k_max)
+                    hits = self.csr[split].contains(su, top, self.num_items) & shown
+                else:
+                    top = tops[group][rows]  # [n, k]
+                    hits = self.csr[split].contains(su, top, self.num_items)  # [n, k]
                 num_pos = self.csr[split].counts()[su]
-                for name, vals in ranking_metrics(hits, num_pos, ks).items():
+                values = ranking_metrics(hits, num_pos, ks)
+                if split in self.estimators:
+                    values.update(self.estimators[split].update(su, top, hits))
+                for name, vals in values.items():
                     per_user[split].setdefault(name, []).append(vals)
         out = {}
         for split in splits:
             eval_users = self.eval_users[split]
             cat = {k: torch.cat(v) for k, v in per_user[split].items()}
             means = {k: float(v.mean()) for k, v in cat.items()}
+            if split in self.estimators and cat:
+                means.update(self.estimators[split].strat_means())
             out[split] = SplitResult(
                 means=means,
                 users=eval_users.cpu() if keep_per_user else eval_users[:0].cpu(),

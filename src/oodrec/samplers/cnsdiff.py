@@ -7,6 +7,11 @@ per-row ratio m ~ Beta(a, b) whose parameters move linearly over training (Eq. 2
 does it, D7); add the alignment loss (Eq. 21, code form D8) and the diffusion loss with a causal
 regulariser (Eq. 18) through ``aux_loss`` (Eq. 22).
 
+Options beyond the code (defaults reproduce it exactly): ``curriculum_epochs`` sets the horizon of
+the Beta schedule apart from ``train.epochs``; ``rescale`` moves the candidates to the scale of
+the item embeddings before the hardest is chosen (D3); ``negatives_per_positive`` keeps the K
+hardest candidates, each mixed with its own random negative, as K averaged BPR terms.
+
 Modes (``mode``; every derived switch can still be set explicitly):
 
 =============== ============== ============ ================ ===================== ========
@@ -24,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 
 from oodrec.diffusion.denoiser import EnvPosterior, MLPDenoiser
 from oodrec.diffusion.process import q_sample, reverse_chain
@@ -143,6 +149,32 @@ class CNSDiffOptions:
     """Final b (None: dataset preset, else 1)."""
     min_mix_ratio: float = 0.0
     """m <- clip((1 - m_min) m + m_min, 0, 1)."""
+    curriculum_epochs: int | None = None
+    """Horizon H of the Beta(a, b) schedule, in epochs: rho = min(epoch / H, 1), and the final
+    (a, b) hold from epoch H on. None: H = train.epochs (the code and the paper; rho then never
+    reaches 1, specs 1.9). Set it below train.epochs when early stopping ends runs long before
+    train.epochs, or the generated negative never gets much weight (E[m] = a / (a + b))."""
+    rescale: Literal["none", "positive", "items"] = "none"
+    """Rescale every generated candidate to an L2 norm taken from the embedding space, before
+    the hardest is chosen (so hardness, Eq. 19, is measured at the new scale): "positive": the
+    norm of its own positive item's embedding; "items": the mean norm of the whole propagated
+    item table of the current batch; "none": the denoiser's own scale (the code, D3). The scale
+    factor is detached (the generated negative stays a constant, specs 1.9); a zero candidate
+    stays zero. The alignment loss is cosine-based, so only its choice of candidate changes."""
+    negatives_per_positive: int = 1
+    """K: keep the K hardest generated candidates (largest inner product with the user) per
+    positive; each is mixed with its own uniform random negative and its own m ~ Beta(a, b)
+    and gives its own BPR term; the K terms are averaged (weights 1/K), so the loss scale does
+    not grow with K. The alignment loss uses the hardest (k = 0) and its random negative. The
+    L2 term covers all K random negatives. K must not exceed the number of candidates (the
+    levels sample_start, sample_start + stride, ... <= steps; 3 by default)."""
+    score_diagnostics: bool = True
+    """Also log per epoch the mean inner product of the user with the mixed negative
+    (cnsdiff_mixed_score), the random negative (cnsdiff_random_score) and the chosen generated
+    candidate (cnsdiff_generated_score) over the training batches: mixed above random means the
+    mix made the negative harder. The mean mix weight m applied is always logged (cnsdiff_mix).
+    Changes no training value; off by default only so that default runs log the same keys as
+    before."""
     mixup: bool = True
     """Ablation switch: False uses the generated negative directly (w/o Mixup)."""
     align: bool = True
@@ -183,6 +215,23 @@ class CNSDiffOptions:
             )
         if min(out.initial_alpha, out.initial_beta, out.final_alpha, out.final_beta) <= 0:
             raise ConfigError("Beta schedule parameters must be > 0")
+        if out.curriculum_epochs is not None and out.curriculum_epochs < 1:
+            raise ConfigError(
+                f"sampler.curriculum_epochs must be >= 1 (or None for train.epochs), "
+                f"got {out.curriculum_epochs}"
+            )
+        if out.rescale not in ("none", "positive", "items"):
+            raise ConfigError(
+                f"sampler.rescale must be one of ['none', 'positive', 'items'], got {out.rescale!r}"
+            )
+        levels = list(range(out.sample_start, out.steps + 1, out.stride))
+        if not 1 <= out.negatives_per_positive <= len(levels):
+            raise ConfigError(
+                f"sampler.negatives_per_positive ({out.negatives_per_positive}) must be between 1 "
+                f"and the number of generated candidates per positive ({len(levels)}: levels "
+                f"{levels} from sample_start={out.sample_start}, stride={out.stride}, "
+                f"steps={out.steps}); lower it, or add levels with a smaller sample_start or stride"
+            )
         return out
 
 
@@ -193,7 +242,8 @@ class CNSDiffSampler(NegativeSampler):
     Recommendation". Code: user683/CNSDiff @ aca2aa1 (specs 1.11).
 
     Shapes:
-        sample: batch of B pairs -> Negatives(emb [B, D], ids None, reg_ego [B, D]).
+        sample: batch of B pairs -> Negatives(emb [B, D], ids None, reg_ego [B, D]); with
+            K = ``negatives_per_positive`` > 1: emb and reg_ego [B, K, D], weights [K] = 1/K.
     """
 
     Options = CNSDiffOptions
@@ -255,35 +305,46 @@ class CNSDiffSampler(NegativeSampler):
         self._stats, self._count = {}, 0
 
     def mix_params(self) -> tuple[float, float]:
-        """Beta(a, b) of the current epoch: linear in epoch / num_epochs (never reaches 1)."""
-        o, rho = self.opt, self.epoch / self.ctx.num_epochs
+        """Beta(a, b) of the current epoch: linear in rho = epoch / H, held at the final values
+        from epoch H on. H = ``curriculum_epochs``, or the number of training epochs (then rho
+        never reaches 1)."""
+        o = self.opt
+        rho = self.epoch / (o.curriculum_epochs or self.ctx.num_epochs)
+        if rho >= 1:
+            return o.final_alpha, o.final_beta
         return (
             o.initial_alpha + (o.final_alpha - o.initial_alpha) * rho,
             o.initial_beta + (o.final_beta - o.initial_beta) * rho,
         )
 
     def sample(self, batch: TripletBatch, emb: Embeddings, gen: torch.Generator) -> Negatives:
+        o, n, k = self.opt, len(batch), self.opt.negatives_per_positive
         users = emb.users[batch.users]  # [B, D]
         pos = emb.items[batch.pos_items]  # [B, D]
-        rand_ids = uniform_items(batch.users, self.ctx.num_items, gen, positives=self.ctx.positives)
-        rand = emb.items[rand_ids]  # [B, D]
+        num = None if k == 1 else k  # K = 1 draws [B] exactly as the code does
+        rand_ids = uniform_items(batch.users, self.ctx.num_items, gen, num, self.ctx.positives)
+        rand = emb.items[rand_ids].view(n, k, -1)  # [B, K, D]
         with torch.no_grad():
             cands = self.generate(pos.detach(), batch.pos_items, gen)  # [C, B, D]
+            cands = rescale_candidates(cands, o.rescale, pos.detach(), emb.items.detach())
             scores = torch.einsum("bd,cbd->cb", users.detach(), cands)  # [C, B]
-            best = scores.argmax(0)  # [B]
-            hard = cands[best, torch.arange(best.numel(), device=best.device)]  # [B, D]
-        if self.opt.mixup:
+            top = scores.argmax(0, keepdim=True) if k == 1 else scores.topk(k, dim=0).indices
+            hard = cands[top, torch.arange(n, device=top.device)].transpose(0, 1)  # [B, K, D]
+        if o.mixup:
             a, b = self.mix_params()
-            m = beta_sample(a, b, len(batch), gen, pos.device)
-            m = ((1 - self.opt.min_mix_ratio) * m + self.opt.min_mix_ratio).clamp(0, 1)
-            neg = m.unsqueeze(1) * hard + (1 - m).unsqueeze(1) * rand
+            m = beta_sample(a, b, n * k, gen, pos.device).view(n, k)
+            m = ((1 - o.min_mix_ratio) * m + o.min_mix_ratio).clamp(0, 1)  # [B, K]
+            neg = m.unsqueeze(-1) * hard + (1 - m).unsqueeze(-1) * rand  # [B, K, D]
         else:
-            m = torch.ones(len(batch), device=pos.device)
+            m = torch.ones(n, k, device=pos.device)
             neg = hard
-        self._last = (pos, hard, rand)
+        self._last = (pos, hard[:, 0], rand[:, 0])  # the alignment loss uses the hardest
         if torch.is_grad_enabled():
-            self._track(mix=m.mean(), hard_norm=hard.norm(dim=1).mean(), level=best.float().mean())
-        return Negatives(emb=neg, ids=None, reg_ego=emb.item_ego[rand_ids])
+            self._track_batch(users.detach(), m, hard, rand.detach(), neg.detach(), top[0])
+        if k == 1:
+            return Negatives(emb=neg.squeeze(1), ids=None, reg_ego=emb.item_ego[rand_ids])
+        weights = torch.full((k,), 1.0 / k, device=pos.device)  # the BPR sum becomes a mean
+        return Negatives(emb=neg, ids=None, reg_ego=emb.item_ego[rand_ids], weights=weights)
 
     def aux_loss(
         self, batch: TripletBatch, emb: Embeddings, gen: torch.Generator
@@ -320,6 +381,35 @@ class CNSDiffSampler(NegativeSampler):
         return out
 
     # ------------------------------------------------------------------ internals
+
+    def _track_batch(
+        self,
+        users: torch.Tensor,
+        m: torch.Tensor,
+        hard: torch.Tensor,
+        rand: torch.Tensor,
+        neg: torch.Tensor,
+        level: torch.Tensor,
+    ) -> None:
+        """Per-batch statistics (detached), summed over the epoch by ``_track``.
+
+        Shapes:
+            users: [B, D]; m: [B, K]; hard, rand, neg: [B, K, D]; level: [B] (index of the
+            hardest candidate).
+        """
+        stats = dict(
+            mix=m.flatten().mean(),
+            hard_norm=hard.flatten(0, 1).norm(dim=1).mean(),
+            level=level.float().mean(),
+        )
+        if self.opt.score_diagnostics:
+            u = users.unsqueeze(1)  # [B, 1, D]
+            stats.update(
+                mixed_score=(u * neg).sum(-1).mean(),
+                random_score=(u * rand).sum(-1).mean(),
+                generated_score=(u * hard).sum(-1).mean(),
+            )
+        self._track(**stats)
 
     def _track(self, **values: torch.Tensor) -> None:
         if "mix" in values:
@@ -409,6 +499,30 @@ class CNSDiffSampler(NegativeSampler):
             step_fn=None if averaged else step_fn,
         )
         return h.view(len(self.levels), b, d).flip(0)  # back to ascending level order
+
+
+def rescale_candidates(
+    cands: torch.Tensor, mode: str, pos: torch.Tensor, items: torch.Tensor
+) -> torch.Tensor:
+    """Generated candidates moved to an embedding-space norm (``CNSDiffOptions.rescale``).
+
+    "positive": each candidate gets the L2 norm of its own positive; "items": the mean L2 norm
+    of all item embeddings; "none": unchanged. The candidate's norm is clamped at 1e-12 before
+    dividing (``F.normalize``), so a zero candidate stays zero. Call it without gradient (the
+    generated negatives are constants).
+
+    Shapes:
+        cands: [C, B, D]; pos: [B, D]; items: [I, D] -> [C, B, D].
+    """
+    if mode == "none":
+        return cands
+    if mode == "positive":
+        target = pos.norm(dim=-1, keepdim=True)  # [B, 1], broadcast over the C levels
+    elif mode == "items":
+        target = items.norm(dim=-1).mean()  # scalar
+    else:
+        raise ConfigError(f"sampler.rescale must be one of none, positive, items; got {mode!r}")
+    return F.normalize(cands, dim=-1) * target
 
 
 def popularity_envs(item_degree: torch.Tensor, num_envs: int) -> torch.Tensor:

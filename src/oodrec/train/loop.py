@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,9 @@ class Trainer:
         self.optimizers = self.method.optimizers()
         self.evaluator = Evaluator(dataset, cfg.eval, self.device)
         self.selector = Selector(cfg.train.select_metric, cfg.train.select_rule)
+        self.on_evaluate: Callable[[int, dict[str, float]], None] | None = None
+        """Called after each evaluation with the epoch and the selection split's metrics; it
+        may raise to end the run (``oodrec tune`` prunes hopeless trials this way)."""
         held = [dataset.splits[s] for s in SPLITS]
         self.held_out = CSR(
             torch.cat([h.users for h in held]),
@@ -345,6 +349,8 @@ class Trainer:
                 sel = tcfg.select_on
                 res = self.evaluate(self.splits if tcfg.eval_all_splits else (sel,))
                 improved = self.selector.update(res[sel].means, epoch)
+                if self.on_evaluate is not None:
+                    self.on_evaluate(epoch, res[sel].means)
                 if improved and not tcfg.eval_all_splits:
                     # the other splits are only needed for the epoch that will be reported
                     res.update(self.evaluate(tuple(s for s in self.splits if s != sel)))
@@ -415,6 +421,7 @@ def train(
     resume_from: str = "last",
     changes: list[str] | None = None,
     command: str = "train",
+    on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train one configuration (see ``Trainer``). With ``resume`` the run continues from its last
     checkpoint and ends with the same metrics as an uninterrupted run.
@@ -428,6 +435,7 @@ def train(
         resume_from: ``last`` or ``prev`` checkpoint (``resume`` only).
         changes: settings changed on this resume (``key (old -> new)``), stored in the run.
         command: the lock holder's command, for another writer's error message.
+        on_evaluate: ``Trainer.on_evaluate``.
 
     Raises:
         RunError: another process writes ``run_dir``, a damaged checkpoint, or divergence.
@@ -435,6 +443,7 @@ def train(
     """
     rd = RunDir(run_dir) if run_dir is not None else None
     trainer = Trainer(cfg, dataset, rd, show_progress)
+    trainer.on_evaluate = on_evaluate
     if rd is None:
         return trainer.fit()
     with rd.lock(command):

@@ -42,13 +42,27 @@ class Selector:
         )
 
 
-def selection_label(tcfg: Any) -> str:
-    """The label every output carries: ``selected on val``, or ``TEST-SELECTED on SPLIT (...)``
-    for the published protocols (one wording for records, the CLI and reports).
+def selection_label(tcfg: Any, ecfg: Any = None) -> str:
+    """The label every output carries: ``selected on val``, ``selected on val by ESTIMATOR``
+    for the OOD-aware val estimators, or ``TEST-SELECTED on SPLIT (...)`` for the published
+    protocols, followed by ``; test ranked among logged candidates`` under
+    ``eval.protocol=candidates`` (one wording for records, the CLI and reports, which never mix
+    labels in a table; full ranking is the unmarked default).
 
     Args:
         tcfg: the run's ``TrainConfig``.
+        ecfg: its ``EvalConfig`` (the estimator's settings; default settings when None).
     """
+    from oodrec.config import EvalConfig
+
+    ecfg = ecfg or EvalConfig()
+    # the test protocol is part of the label, so tables never mix candidate and full ranking
+    tail = "; test ranked among logged candidates" if ecfg.protocol == "candidates" else ""
     if not tcfg.test_selected:
-        return "selected on val"
-    return f"TEST-SELECTED on {tcfg.select_on} (reproduction only; not an honest estimate)"
+        from oodrec.eval.estimators import describe_estimator
+
+        how = describe_estimator(tcfg.select_metric, ecfg)
+        return (f"selected on val by {how}" if how else "selected on val") + tail
+    return (
+        f"TEST-SELECTED on {tcfg.select_on} (reproduction only; not an honest estimate)" + tail
+    )

@@ -1,0 +1,480 @@
+"""``oodrec tune``: equal-budget hyperparameter search on validation, with Optuna.
+
+Every (dataset, method) of a grid gets one Optuna study (TPE sampler, median pruner on the val
+selection metric) of the same number of finished trials, stored in one SQLite file by default
+(``OUT/tune.db``), so a killed search resumes where it stopped and several workers (local
+processes, or Ray tasks) share a study. Then the best configuration of each study runs over the
+grid's seeds, as ordinary resumable grid runs named ``DATASET-METHOD-tuned-seedN``, whose
+``bench.json`` carries the budget, the search space and the chosen values for the report.
+
+The grid's ``tune:`` section::
+
+    tune:
+      trials: 12            # finished (complete or pruned) trials per study, the budget
+      seed: 1               # training seed of every trial (the final runs use the grid seeds)
+      startup_trials: 4     # random trials before TPE models the space; no pruning before
+      warmup_evals: 2       # evaluations of a trial before it may be pruned
+      space:                # every method
+        train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
+        train.l2: {low: 1.0e-6, high: 1.0e-3, log: true}
+      methods:              # per method name, added to (or replacing keys of) ``space``
+        cnsdiff: {sampler.cl_weight: {low: 0.03, high: 1.0, log: true}}
+
+A parameter is ``{low, high}`` (float; ``log: true`` for a log scale; ``type: int`` for
+integers) or ``{choices: [...]}``. Selection inside each trial, and the value a trial reports,
+is the run's own ``train.select_metric`` on val: tuning never reads a test split.
+
+Trial run directories: ``OUT/tune/DATASET-METHOD/trial-NNNN``. A trial whose process died is
+failed by Optuna's heartbeat after ``GRACE_S`` seconds and retried with the same values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from oodrec.bench.grid import GridRun, GridSpec, _check_method, _method_config, set_path
+from oodrec.config import ExperimentConfig, apply_overrides
+from oodrec.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+TUNE_KEYS = ("trials", "seed", "startup_trials", "warmup_evals", "space", "methods")
+PARAM_KEYS = ("low", "high", "log", "type", "choices")
+HEARTBEAT_S = 30
+GRACE_S = 90
+OPTUNA_MISSING = "oodrec tune needs Optuna: pip install 'optuna>=3.4' (or the project's dev extra)"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched setting.
+
+    Attributes:
+        key: dotted config key (``train.lr``, ``sampler.cl_weight``, ``model.tau``).
+        low, high: bounds of a numeric range; log: log scale; kind: ``float`` or ``int``.
+        choices: the values of a categorical setting (then ``kind`` is ``categorical``).
+    """
+
+    key: str
+    kind: str = "float"
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial: Any) -> Any:
+        """The trial's value of this setting."""
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.key, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(self.key, float(self.low), float(self.high), log=self.log)
+
+    def describe(self) -> str:
+        """``train.lr in [0.0001, 0.01] (log)`` or ``x in {a, b}``."""
+        if self.kind == "categorical":
+            return f"{self.key} in {{{', '.join(map(str, self.choices))}}}"
+        scale = " (log)" if self.log else ""
+        kind = " int" if self.kind == "int" else ""
+        return f"{self.key} in [{self.low:g}, {self.high:g}]{kind}{scale}"
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """The parsed ``tune:`` section of a grid (see the module docstring)."""
+
+    trials: int = 12
+    seed: int = 1
+    startup_trials: int = 4
+    warmup_evals: int = 2
+    space: dict[str, Param] = field(default_factory=dict)
+    methods: dict[str, dict[str, Param]] = field(default_factory=dict)
+
+    def space_for(self, method: str) -> dict[str, Param]:
+        """The search space of one method: the shared space, updated by the method's own."""
+        return {**self.space, **self.methods.get(method, {})}
+
+
+def _param(key: str, raw: Any, where: str) -> Param:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: {key} must be a mapping {{low, high}} or {{choices}}")
+    unknown = sorted(set(raw) - set(PARAM_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: {key} has unknown key(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(PARAM_KEYS)}"
+        )
+    if "choices" in raw:
+        choices = raw["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{where}: {key}.choices must be a non-empty list")
+        return Param(key, "categorical", choices=tuple(choices))
+    kind = str(raw.get("type", "float"))
+    if kind not in ("float", "int"):
+        raise ConfigError(f"{where}: {key}.type must be float or int, got {kind!r}")
+    try:
+        low, high = float(raw["low"]), float(raw["high"])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{where}: {key} needs numeric low and high, got {raw!r}") from None
+    log = bool(raw.get("log", False))
+    if not low < high or (log and low <= 0) or not (math.isfinite(low) and math.isfinite(high)):
+        raise ConfigError(
+            f"{where}: {key} needs low < high (and low > 0 on a log scale), got {low}, {high}"
+        )
+    return Param(key, kind, low, high, log)
+
+
+def parse_tune(spec: GridSpec) -> TuneSpec:
+    """The grid's ``tune:`` section, checked against the grid's methods and configs.
+
+    Raises:
+        ConfigError: no ``tune:`` section, unknown keys, bad ranges, a method name the grid does
+            not have, a grid with a ``sweep`` (tuning replaces it), or a searched key the config
+            rejects (tried with the range's low end); the message names the grid file.
+    """
+    where = f"{spec.source}: tune"
+    raw = spec.tune
+    if not raw:
+        raise ConfigError(f"{spec.source}: no 'tune:' section; see `oodrec tune --help`")
+    if spec.sweep:
+        raise ConfigError(f"{spec.source}: a grid with a 'sweep' cannot be tuned (drop the sweep)")
+    unknown = sorted(set(raw) - set(TUNE_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(TUNE_KEYS)}"
+        )
+    ints = {}
+    for key, default, least in (
+        ("trials", 12, 1),
+        ("seed", 1, 0),
+        ("startup_trials", 4, 0),
+        ("warmup_evals", 2, 0),
+    ):
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{where}.{key} must be an integer >= {least}, got {value!r}")
+        ints[key] = value
+    space_raw = raw.get("space") or {}
+    if not isinstance(space_raw, dict):
+        raise ConfigError(f"{where}.space must be a mapping of key -> range")
+    space = {str(k): _param(str(k), v, f"{where}.space") for k, v in space_raw.items()}
+    methods_raw = raw.get("methods") or {}
+    if not isinstance(methods_raw, dict):
+        raise ConfigError(f"{where}.methods must be a mapping of method name -> space")
+    names = {m.name for m in spec.methods}
+    methods: dict[str, dict[str, Param]] = {}
+    for name, sub in methods_raw.items():
+        if name not in names:
+            raise ConfigError(
+                f"{where}.methods: {name!r} is not a method of the grid "
+                f"({', '.join(sorted(names))})"
+            )
+        if not isinstance(sub, dict):
+            raise ConfigError(f"{where}.methods.{name} must be a mapping of key -> range")
+        methods[name] = {
+            str(k): _param(str(k), v, f"{where}.methods.{name}") for k, v in sub.items()
+        }
+    tune = TuneSpec(space=space, methods=methods, **ints)
+    for method in spec.methods:
+        if not tune.space_for(method.name):
+            raise ConfigError(f"{where}: method {method.name!r} has an empty search space")
+        cfg = base_config(spec, spec.datasets[0], method.name, tune)
+        for p in tune.space_for(method.name).values():
+            probe = p.choices[0] if p.kind == "categorical" else p.low
+            try:
+                _check_method(set_path(cfg, p.key, int(probe) if p.kind == "int" else probe))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: method {method.name!r}, {p.key}: {exc}") from None
+    return tune
+
+
+# ---------------------------------------------------------------------------- configs and names
+
+
+def base_config(
+    spec: GridSpec,
+    dataset: str,
+    method: str,
+    tune: TuneSpec,
+    extra_overrides: list[str] | None = None,
+) -> ExperimentConfig:
+    """The config a trial of (dataset, method) starts from: the grid's, at the tuning seed."""
+    m = next(x for x in spec.methods if x.name == method)
+    cfg = _method_config(set_path(spec.base, "data.dataset", dataset), m)
+    cfg = apply_overrides(cfg, list(extra_overrides or []))
+    return replace(cfg, seed=tune.seed)
+
+
+def with_params(cfg: ExperimentConfig, params: dict[str, Any]) -> ExperimentConfig:
+    """``cfg`` with the trial's values set (typed values, not strings)."""
+    for key, value in sorted(params.items()):
+        cfg = set_path(cfg, key, value)
+    _check_method(cfg)
+    return cfg
+
+
+def study_name(dataset: str, method: str) -> str:
+    """``DATASET/METHOD``."""
+    return f"{Path(dataset).name}/{method}"
+
+
+def storage_url(out_dir: str | Path, storage: str | None = None) -> str:
+    """``storage``, else the SQLite file ``OUT/tune.db``."""
+    if storage:
+        return storage
+    path = Path(out_dir) / "tune.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path.resolve()}"
+
+
+def _stable_int(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def open_study(url: str, name: str, tune: TuneSpec) -> Any:
+    """Create or load the study ``name`` (TPE, median pruner, heartbeat-retried trials).
+
+    The TPE seed mixes the tuning seed, the study name and the number of trials the study
+    already holds, so a resumed search does not replay the random start of the first session.
+    """
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError(OPTUNA_MISSING) from None
+    import warnings
+
+    from optuna import storages
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        # heartbeats are "experimental" in every Optuna since 2.8; the retry callback was
+        # renamed in 4.9 (both names are handled)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
+            retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(2)}
+        else:
+            retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=2)}
+        storage = storages.RDBStorage(
+            url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **retry
+        )
+    probe = optuna.create_study(
+        storage=storage, study_name=name, direction="maximize", load_if_exists=True
+    )
+    held = len(probe.get_trials(deepcopy=False))
+    sampler = optuna.samplers.TPESampler(
+        n_startup_trials=tune.startup_trials,
+        seed=(tune.seed * 1_000_003 + _stable_int(name) + held) % 2**31,
+    )
+    pruner = optuna.pruners.MedianPruner(
+        n_startup_trials=tune.startup_trials, n_warmup_steps=tune.warmup_evals
+    )
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+
+
+def finished(study: Any) -> list[Any]:
+    """Trials that count against the budget: complete or pruned."""
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+class _Surplus(Exception):
+    """A trial started by a worker after others had already claimed the whole budget."""
+
+
+# ---------------------------------------------------------------------------- trials
+
+
+@dataclass(frozen=True)
+class StudyJob:
+    """One study to work on: what every trial needs."""
+
+    dataset: str
+    method: str
+    base: ExperimentConfig
+    space: dict[str, Param]
+    trials: int
+    trial_dir: Path
+    url: str
+    tune: TuneSpec
+
+
+def _objective(job: StudyJob):
+    from optuna import TrialPruned
+    from optuna.trial import TrialState
+
+    from oodrec.bench.runner import BENCH_FILE, _load_dataset
+    from oodrec.train.loop import train
+    from oodrec.train.runs import atomic_write_text
+
+    metric = job.base.train.select_metric
+
+    def objective(trial: Any) -> float:
+        claimed = trial.study.get_trials(
+            deepcopy=False,
+            states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING),
+        )
+        if sum(t.number < trial.number for t in claimed) >= job.trials:
+            trial.set_user_attr("surplus", True)
+            raise _Surplus()
+        params = {key: p.suggest(trial) for key, p in job.space.items()}
+        cfg = with_params(job.base, params)
+        run_dir = job.trial_dir / f"trial-{trial.number:04d}"
+        cfg = replace(cfg, out_dir=str(job.trial_dir), name=run_dir.name)
+        trial.set_user_attr("run_dir", str(run_dir))
+
+        def report(epoch: int, means: dict[str, float]) -> None:
+            trial.report(means[metric], step=epoch)
+            if trial.should_prune():
+                raise TrialPruned(f"val {metric} {means[metric]:.4f} at epoch {epoch}")
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        trial_info = {"study": trial.study.study_name, "number": trial.number, "params": params}
+        atomic_write_text(run_dir / BENCH_FILE, json.dumps({"trial": trial_info}, indent=2))
+        result = train(cfg, _load_dataset(cfg), run_dir=run_dir, on_evaluate=report, command="tune")
+        return float(result.metrics["val"][metric])
+
+    return objective
+
+
+def work_on(job: StudyJob) -> dict[str, Any]:
+    """Run trials of one study until its budget is finished or claimed by other workers.
+
+    Returns:
+        ``{"study", "finished", "ran"}``: the study's finished trials, and this call's trials.
+    """
+    name = study_name(job.dataset, job.method)
+    study = open_study(job.url, name, job.tune)
+    objective = _objective(job)
+    ran = 0
+    while len(finished(study)) < job.trials:
+        study.optimize(objective, n_trials=1, catch=(_Surplus,))
+        last = study.get_trials(deepcopy=False)[-1]
+        if last.user_attrs.get("surplus"):
+            break  # the rest of the budget is running in other workers
+        ran += 1
+    return {"study": name, "finished": len(finished(study)), "ran": ran}
+
+
+def tune_worker(jobs: list[StudyJob], threads: int | None = None) -> list[dict[str, Any]]:
+    """One worker: every study in turn (workers share studies through the storage)."""
+    if threads:
+        from oodrec._threads import apply_threads
+
+        apply_threads(threads)
+    return [work_on(job) for job in jobs]
+
+
+def study_jobs(
+    spec: GridSpec,
+    tune: TuneSpec,
+    out_dir: str | Path,
+    url: str,
+    extra_overrides: list[str] | None = None,
+) -> list[StudyJob]:
+    """One job per (dataset, method) of the grid, in grid order."""
+    out = Path(out_dir)
+    return [
+        StudyJob(
+            dataset=ds,
+            method=m.name,
+            base=base_config(spec, ds, m.name, tune, extra_overrides),
+            space=tune.space_for(m.name),
+            trials=tune.trials,
+            trial_dir=out / "tune" / f"{Path(ds).name}-{m.name}",
+            url=url,
+            tune=tune,
+        )
+        for ds in spec.datasets
+        for m in spec.methods
+    ]
+
+
+# ----------------------------------------------------------------- summary and final runs
+
+
+def summarize(jobs: list[StudyJob]) -> list[dict[str, Any]]:
+    """Per study: budget, finished / pruned counts, best value and values (None before any)."""
+    from optuna.trial import TrialState
+
+    rows = []
+    for job in jobs:
+        study = open_study(job.url, study_name(job.dataset, job.method), job.tune)
+        done = finished(study)
+        complete = [t for t in done if t.state == TrialState.COMPLETE]
+        best = max(complete, key=lambda t: t.value) if complete else None
+        rows.append(
+            {
+                "study": study_name(job.dataset, job.method),
+                "dataset": job.dataset,
+                "method": job.method,
+                "budget": job.trials,
+                "finished": len(done),
+                "pruned": len(done) - len(complete),
+                "metric": job.base.train.select_metric,
+                "best_value": best.value if best else None,
+                "best_params": dict(best.params) if best else None,
+                "best_trial": best.number if best else None,
+                "space": [p.describe() for p in job.space.values()],
+            }
+        )
+    return rows
+
+
+def final_runs(spec: GridSpec, jobs: list[StudyJob], out_dir: str | Path) -> list[GridRun]:
+    """The best configuration of every finished study over the grid's seeds.
+
+    Raises:
+        ConfigError: a study has not finished its budget (run ``oodrec tune`` again).
+    """
+    runs = []
+    for job, row in zip(jobs, summarize(jobs)):
+        if row["finished"] < job.trials or row["best_params"] is None:
+            raise ConfigError(
+                f"study {row['study']}: {row['finished']}/{job.trials} trials finished; run "
+                "`oodrec tune` again to finish the search before the final runs"
+            )
+        cfg = with_params(job.base, row["best_params"])
+        label = f"{job.method} (tuned, {job.trials} trials)"
+        info = {"tuning": tuning_info(row)}
+        for seed in spec.seeds:
+            run_name = f"{Path(job.dataset).name}-{job.method}-tuned-seed{seed}"
+            final = replace(cfg, seed=seed, out_dir=str(out_dir), name=run_name)
+            runs.append(GridRun(run_name, final, label, job.dataset, seed, {}, info))
+    return runs
+
+
+def tuning_info(row: dict[str, Any]) -> dict[str, Any]:
+    """What ``bench.json`` records of a tuned run (the report marks the row with it)."""
+    return {
+        "budget": row["budget"],
+        "pruned": row["pruned"],
+        "space": row["space"],
+        "values": row["best_params"],
+        "metric": f"val {row['metric']}",
+        "best_value": row["best_value"],
+        "study": row["study"],
+    }
+
+
+__all__ = [
+    "Param",
+    "StudyJob",
+    "TuneSpec",
+    "base_config",
+    "final_runs",
+    "open_study",
+    "parse_tune",
+    "storage_url",
+    "study_jobs",
+    "summarize",
+    "tune_worker",
+    "tuning_info",
+    "with_params",
+]

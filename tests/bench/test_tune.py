@@ -1,0 +1,169 @@
+"""`oodrec tune`: the tune section, resumable studies, shared studies, final runs, report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("optuna")
+
+from oodrec.bench.grid import parse_grid  # noqa: E402
+from oodrec.bench.records import load_runs  # noqa: E402
+from oodrec.bench.tune import (  # noqa: E402
+    final_runs,
+    finished,
+    open_study,
+    parse_tune,
+    storage_url,
+    study_jobs,
+    study_name,
+    work_on,
+)
+from oodrec.errors import ConfigError  # noqa: E402
+
+GRID = {
+    "out_dir": "runs/t",
+    "base": {
+        "data": {"synthetic": {"num_users": 60, "num_items": 80}},
+        "model": {"emb_dim": 8},
+        "train": {"epochs": 3, "batch_size": 128, "patience": 0, "threads": 1, "fhn_batches": 1},
+        "eval": {"user_batch_size": 64},
+    },
+    "methods": [{"name": "rns", "sampler": "rns"}],
+    "datasets": ["synthetic"],
+    "seeds": [1, 2],
+    "tune": {
+        "trials": 2,
+        "startup_trials": 1,
+        "warmup_evals": 1,
+        "space": {"train.lr": {"low": 0.001, "high": 0.05, "log": True}},
+    },
+}
+
+
+def _spec(**tune):
+    data = yaml.safe_load(yaml.safe_dump(GRID))
+    data["tune"].update(tune)
+    return parse_grid(data, "grid.yaml")
+
+
+def test_parse_tune_errors():
+    assert parse_tune(_spec()).space_for("rns")["train.lr"].log
+    bad = [
+        ({"trials": 0}, "trials must be an integer >= 1"),
+        ({"space": {"train.lr": {"low": 0.1, "high": 0.01}}}, "low < high"),
+        ({"space": {"train.lr": {"low": 0, "high": 0.1, "log": True}}}, "low > 0"),
+        ({"space": {"train.lr": {"low": 0.1, "hi": 1}}}, "unknown key"),
+        ({"space": {"train.nope": {"low": 0.1, "high": 1}}}, "train.nope"),
+        ({"methods": {"dns": {"train.lr": {"low": 0.1, "high": 1}}}}, "not a method"),
+        ({"budget": 3}, "unknown key"),
+        ({"space": {}}, "empty search space"),
+    ]
+    for tune, message in bad:
+        with pytest.raises(ConfigError, match=message) as info:
+            parse_tune(_spec(**tune))
+        assert str(info.value).startswith("grid.yaml")
+    data = yaml.safe_load(yaml.safe_dump(GRID))
+    data["sweep"] = {"train.lr": [0.01]}
+    with pytest.raises(ConfigError, match="sweep"):
+        parse_tune(parse_grid(data, "grid.yaml"))
+    data.pop("tune")
+    data.pop("sweep")
+    with pytest.raises(ConfigError, match="no 'tune:' section"):
+        parse_tune(parse_grid(data, "grid.yaml"))
+
+
+def _jobs(tmp_path, trials):
+    spec = _spec(trials=trials)
+    tune = parse_tune(spec)
+    return spec, study_jobs(spec, tune, tmp_path, storage_url(tmp_path))
+
+
+def test_killed_search_resumes_without_repeating_finished_trials(tmp_path, monkeypatch):
+    import oodrec.train.loop as loop
+
+    spec, jobs = _jobs(tmp_path, trials=2)
+    assert work_on(jobs[0]) == {"study": "synthetic/rns", "finished": 2, "ran": 2}
+    study = open_study(jobs[0].url, study_name("synthetic", "rns"), jobs[0].tune)
+    first = {t.number: t.params for t in finished(study)}
+
+    # a bigger budget, killed in the middle of its second new trial
+    real_train, calls = loop.train, []
+
+    def dying_train(*args, **kwargs):
+        calls.append(kwargs["run_dir"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "train", dying_train)
+    _, jobs = _jobs(tmp_path, trials=4)
+    with pytest.raises(KeyboardInterrupt):
+        work_on(jobs[0])
+    assert len(calls) == 2
+    monkeypatch.setattr(loop, "train", real_train)
+
+    # the rerun trains only what is missing: 4 - 3 finished = 1 trial
+    calls.clear()
+    monkeypatch.setattr(loop, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
+    assert work_on(jobs[0]) == {"study": "synthetic/rns", "finished": 4, "ran": 1}
+    assert len(calls) == 1
+    study = open_study(jobs[0].url, study_name("synthetic", "rns"), jobs[0].tune)
+    done = {t.number: t.params for t in finished(study)}
+    assert {n: done[n] for n in first} == first  # the finished trials are kept, not rerun
+    assert len(done) == 4
+    # a finished study runs nothing
+    assert work_on(jobs[0])["ran"] == 0
+
+    # the final runs: the best values over the grid's seeds, with the tuning in bench.json
+    runs = final_runs(spec, jobs, tmp_path)
+    assert [r.name for r in runs] == ["synthetic-rns-tuned-seed1", "synthetic-rns-tuned-seed2"]
+    best = max((t for t in study.trials if t.value is not None), key=lambda t: t.value)
+    assert runs[0].config.train.lr == pytest.approx(best.params["train.lr"])
+    assert runs[0].method == "rns (tuned, 4 trials)"
+    assert runs[0].info["tuning"]["budget"] == 4
+    assert runs[0].info["tuning"]["space"] == ["train.lr in [0.001, 0.05] (log)"]
+    # trial runs stay out of reports
+    assert load_runs(tmp_path) == []
+
+
+def test_final_runs_need_a_finished_search(tmp_path):
+    spec, jobs = _jobs(tmp_path, trials=3)
+    with pytest.raises(ConfigError, match="0/3 trials finished"):
+        final_runs(spec, jobs, tmp_path)
+
+
+def test_pruned_trials_count_against_the_budget(tmp_path):
+    spec, jobs = _jobs(tmp_path, trials=5)
+    job = replace(jobs[0], tune=replace(jobs[0].tune, startup_trials=1, warmup_evals=0))
+    work_on(job)
+    study = open_study(job.url, study_name("synthetic", "rns"), job.tune)
+    assert len(finished(study)) == 5
+
+
+def test_two_workers_share_one_study(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    data = yaml.safe_load(yaml.safe_dump(GRID))
+    data["tune"]["trials"] = 4
+    data["out_dir"] = str(tmp_path / "out")
+    grid.write_text(yaml.safe_dump(data))
+    cmd = [sys.executable, "-m", "oodrec.cli", "-q", "tune", str(grid), "--no-final"]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    spec = parse_grid(data, str(grid))
+    tune = parse_tune(spec)
+    url = storage_url(Path(data["out_dir"]))
+    study = open_study(url, study_name("synthetic", "rns"), tune)
+    assert len(finished(study)) == 4  # exactly the budget, not one per worker more
+    trial_dirs = sorted((Path(data["out_dir"]) / "tune" / "synthetic-rns").iterdir())
+    assert len(trial_dirs) == 4
+    assert "synthetic/rns" in outs[0][0] and "4/4" in outs[0][0]
