@@ -18,6 +18,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oodrec.bench.estimator_check import estimator_table
 from oodrec.bench.records import RunRecord, by_selection, is_main_run, load_runs
 from oodrec.bench.render import Cell, Table, rank_styles, to_csv, to_latex, to_markdown
 from oodrec.bench.stats import mean_std, paired_ttest
@@ -219,6 +220,7 @@ def build_tables(
             "ablation": [ablation_table(group)],
             "alpha_beta": [alpha_beta_table(group)],
             "runtime": [runtime_table(group)],
+            "estimators": [estimator_table(group, m) for m in ("ndcg@20", "recall@20")],
         }
         for kind, tables in candidates.items():
             out.setdefault(kind, []).extend(t for t in tables if t is not None)
