@@ -265,7 +265,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     from oodrec.bench.grid import load_grid
     from oodrec.bench.runner import run_grid
-    from oodrec.bench.tune import final_runs, parse_tune, storage_url, study_jobs, summarize
+    from oodrec.bench.tune import (
+        final_runs,
+        open_study,
+        parse_tune,
+        storage_url,
+        study_jobs,
+        study_name,
+        summarize,
+    )
     from oodrec.errors import ConfigError
 
     if args.workers < 1 or (args.trials is not None and args.trials < 1):
@@ -279,6 +287,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     jobs = study_jobs(spec, tune, out_dir, url, list(args.set))
     if not args.status:
         print(f"{len(jobs)} studies x {tune.trials} trials -> {url}", file=sys.stderr)
+        for job in jobs:  # create the storage and the studies once, before any worker starts
+            open_study(url, study_name(job.dataset, job.method), tune)
         try:
             _tune_workers(args, jobs)
         except KeyboardInterrupt:

@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 TUNE_KEYS = ("trials", "seed", "startup_trials", "warmup_evals", "space", "methods")
 PARAM_KEYS = ("low", "high", "log", "type", "choices")
 HEARTBEAT_S = 30
+ATTEMPTS = 8
 GRACE_S = 90
 OPTUNA_MISSING = "oodrec tune needs Optuna: pip install 'optuna>=3.4' (or the project's dev extra)"
 
@@ -252,20 +254,35 @@ def open_study(url: str, name: str, tune: TuneSpec) -> Any:
     from optuna import storages
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with warnings.catch_warnings():
-        # heartbeats are "experimental" in every Optuna since 2.8; the retry callback was
-        # renamed in 4.9 (both names are handled)
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
-            retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(2)}
-        else:
-            retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=2)}
-        storage = storages.RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **retry
-        )
-    probe = optuna.create_study(
-        storage=storage, study_name=name, direction="maximize", load_if_exists=True
-    )
+    # Workers started together race to create the schema and the study; the loser retries.
+    for attempt in range(ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                # heartbeats are "experimental" in every Optuna since 2.8; the retry callback
+                # was renamed in 4.9 (both names are handled)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
+                    retry = {
+                        "heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(
+                            2
+                        )
+                    }
+                else:
+                    retry = {
+                        "failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=2)
+                    }
+                storage = storages.RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **retry
+                )
+            probe = optuna.create_study(
+                storage=storage, study_name=name, direction="maximize", load_if_exists=True
+            )
+            break
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy / Optuna errors of a creation race
+            if attempt + 1 == ATTEMPTS:
+                raise ConfigError(f"cannot open Optuna study {name!r} in {url}: {exc}") from exc
+            logger.debug("opening study %s, attempt %d: %s", name, attempt + 1, exc)
+            time.sleep(0.2 * (attempt + 1))
     held = len(probe.get_trials(deepcopy=False))
     sampler = optuna.samplers.TPESampler(
         n_startup_trials=tune.startup_trials,
@@ -316,12 +333,14 @@ def _objective(job: StudyJob):
     metric = job.base.train.select_metric
 
     def objective(trial: Any) -> float:
+        objective.surplus = False  # type: ignore[attr-defined]
         claimed = trial.study.get_trials(
             deepcopy=False,
             states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING),
         )
         if sum(t.number < trial.number for t in claimed) >= job.trials:
             trial.set_user_attr("surplus", True)
+            objective.surplus = True  # type: ignore[attr-defined]
             raise _Surplus()
         params = {key: p.suggest(trial) for key, p in job.space.items()}
         cfg = with_params(job.base, params)
@@ -340,6 +359,7 @@ def _objective(job: StudyJob):
         result = train(cfg, _load_dataset(cfg), run_dir=run_dir, on_evaluate=report, command="tune")
         return float(result.metrics["val"][metric])
 
+    objective.surplus = False  # type: ignore[attr-defined]
     return objective
 
 
@@ -354,9 +374,11 @@ def work_on(job: StudyJob) -> dict[str, Any]:
     objective = _objective(job)
     ran = 0
     while len(finished(study)) < job.trials:
-        study.optimize(objective, n_trials=1, catch=(_Surplus,))
-        last = study.get_trials(deepcopy=False)[-1]
-        if last.user_attrs.get("surplus"):
+        try:
+            study.optimize(objective, n_trials=1, catch=(_Surplus,))
+        finally:
+            surplus = objective.surplus  # type: ignore[attr-defined]
+        if surplus:
             break  # the rest of the budget is running in other workers
         ran += 1
     return {"study": name, "finished": len(finished(study)), "ran": ran}
