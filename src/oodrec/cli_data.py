@@ -200,6 +200,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         for path, cols in record["columns"].items():
             used = ", ".join(f"{role}={name}" for role, name in cols.items())
             print(f"{path}: columns found by name: {used} (choose others with --columns)")
+    split_format = record.get("split_format") or {}
+    if split_format.get("timestamp_unit"):
+        unit = split_format["timestamp_unit"]
+        print(f"timestamps kept: split files are `user item timestamp` (unit {unit})")
+    else:
+        missing = split_format.get("missing_timestamps", 0)
+        print(f"no timestamps kept ({missing:,} interaction(s) without one): files are `user item`")
     stats = json.loads((out / "stats.json").read_text())
     print(format_stats(stats | {"name": out.name, "source": str(out)}))
     print(

@@ -20,13 +20,16 @@ FILES = ("train.txt", "valid_iid.txt", "test_iid.txt", "test_ood.txt")
 
 
 def _check_directory(out: Path) -> dict:
-    """The directory loads without any drop, its files are 2-column and user-sorted, and
-    stats.json agrees with what the loader sees."""
+    """The directory loads without any drop, its files are user-sorted with the columns that
+    prepare.json declares (a timestamp third column only with timestamps), and stats.json
+    agrees with what the loader sees."""
+    split_format = json.loads((out / "prepare.json").read_text())["split_format"]
     for name in FILES:
         rows = np.loadtxt(out / name, dtype=np.int64, ndmin=2)
-        assert rows.shape[1] == 2
+        assert rows.shape[1] == len(split_format["columns"])
         assert (np.diff(rows[:, 0]) >= 0).all()
     ds = load_dataset(DataConfig(dataset=str(out), verify_checksums=False))
+    assert ds.has_timestamps == (split_format["timestamp_unit"] is not None)
     assert ds.report.notes() == []  # nothing unseen, duplicated or leaked
     stats = json.loads((out / "stats.json").read_text())
     assert stats["num_users"] == ds.num_users and stats["num_items"] == ds.num_items
@@ -57,11 +60,17 @@ def test_temporal_from_food_com(food_raw, tmp_path):
     when = {(u, i): t for u, i, t in zip(raw.users, raw.items, raw.timestamps)}
     latest_history = {}
     for name in FILES[:3]:
-        for u, i in np.loadtxt(out / name, dtype=np.int64, ndmin=2):
+        for u, i, _ in np.loadtxt(out / name, dtype=np.int64, ndmin=2):
             key = users[u]
             latest_history[key] = max(latest_history.get(key, -np.inf), when[(key, items[i])])
-    for u, i in np.loadtxt(out / "test_ood.txt", dtype=np.int64, ndmin=2):
+    for u, i, t in np.loadtxt(out / "test_ood.txt", dtype=np.int64, ndmin=2):
         assert when[(users[u], items[i])] > latest_history[users[u]]
+        assert t == when[(users[u], items[i])]  # the third column is the raw time, in seconds
+    assert rec["split_format"] == {
+        "columns": ["user", "item", "timestamp"],
+        "timestamp_unit": "s",
+        "missing_timestamps": 0,
+    }
 
 
 def test_popularity_from_yelp(yelp_raw, tmp_path):
@@ -91,6 +100,9 @@ def test_exposure_from_kuairec(kuairec_raw, tmp_path):
     )
     rec = _check_directory(out)
     assert rec["positive_threshold"] == 2.0  # KuaiRec default: watch ratio >= 2
+    # some big-matrix rows have no timestamp: no part gets a time column, and the count says why
+    assert rec["split_format"]["timestamp_unit"] is None
+    assert rec["split_format"]["missing_timestamps"] > 0
     assert rec["preprocess"]["unbiased_input"] == 30 * 30
     assert rec["split"]["overlap_pairs"] > 0  # some big-matrix pairs are also in the small one
     assert rec["dropped_after_split"] == (

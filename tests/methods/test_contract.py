@@ -36,6 +36,10 @@ FAST = {
     "advinfonce": ["model.emb_dim=8", "model.neg_sample=4", "model.adv_dim=8", "train.lr=0.01"],
     "drgnn": ["model.emb_dim=8", "model.aug_warm_up=1", "model.aug_gap=1", "train.lr=0.05"],
     "invcf": ["model.emb_dim=16", "model.lambda2=0.1", "model.lambda1=0.1", "model.lambda3=0.1"],
+    "causaldiff": [
+        *("model.emb_dim=8", "model.steps=5", "model.sampling_steps=5", "model.pretrain_steps=2"),
+        *("model.feature_dim=8", "model.num_candidates=8", "train.lr=0.01"),
+    ],
 }
 
 

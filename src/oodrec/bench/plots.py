@@ -6,8 +6,10 @@
 * Figure 4 (per swept key and dataset): OOD Recall@20 / NDCG@20 vs the swept value.
 * Figure 5 (per dataset): ``fhn_ratio``, OOD Recall@20 and the val selection metric per epoch,
   with each run's selected epoch marked.
-* Figure 6 needs interaction timestamps in the run's data; it is skipped with a logged note
-  otherwise (the shipped datasets have none).
+* Figure 6 (per dataset with timestamps): OOD-test Recall@20 in 4 equal-size time groups of
+  the held-out interactions (earliest first) per method, re-ranked with ``eval.groups``. Runs
+  whose data has no timestamps (``order`` in ``record.json``; the shipped datasets have none)
+  are left out with a logged note: file order is never used as time.
 
 Curves and bars are means over seeds with ± std. Each figure is drawn for one selection label
 (test-selected runs get a ``_testsel`` file suffix) and names it in its title.
@@ -55,6 +57,35 @@ def _by(runs: list[RunRecord], key) -> dict[Any, list[RunRecord]]:
 # --------------------------------------------------------------------------- Figure 1
 
 
+def _reload(
+    run: RunRecord, data_dir: str | None, cache: dict[str, Any] | None
+) -> tuple[Any, Any, Any]:
+    """``(dataset, evaluator, scorer)`` of a run's best checkpoint, on CPU.
+
+    Args:
+        run: a finished run (needs ``checkpoints/best.pt`` and its dataset).
+        data_dir: replaces the run's ``data.data_dir``.
+        cache: data-config JSON -> (dataset, evaluator), shared across runs.
+    """
+    import torch
+
+    from oodrec.config import ExperimentConfig, from_dict
+    from oodrec.data.dataset import load_dataset
+    from oodrec.eval.evaluate import Evaluator
+    from oodrec.train.reload import load_run
+
+    cfg = from_dict(ExperimentConfig, run.config)
+    data = dict(run.config["data"], **({"data_dir": data_dir} if data_dir else {}))
+    key = json.dumps(data, sort_keys=True)
+    cache = cache if cache is not None else {}
+    if key not in cache:
+        dataset = load_dataset(from_dict(type(cfg.data), data))
+        cache[key] = (dataset, Evaluator(dataset, cfg.eval, torch.device("cpu")))
+    dataset, evaluator = cache[key]
+    loaded = load_run(run.path, data_dir=data_dir, device="cpu", dataset=dataset)
+    return dataset, evaluator, loaded.method.scorer()
+
+
 def run_bucket_recall(
     run: RunRecord,
     num_buckets: int = NUM_BUCKETS,
@@ -78,25 +109,37 @@ def run_bucket_recall(
     """
     import torch
 
-    from oodrec.config import ExperimentConfig, from_dict
-    from oodrec.data.dataset import load_dataset
-    from oodrec.eval.evaluate import Evaluator
     from oodrec.eval.groups import bucket_recall, popularity_buckets
-    from oodrec.train.reload import load_run
 
-    cfg = from_dict(ExperimentConfig, run.config)
-    data = dict(run.config["data"], **({"data_dir": data_dir} if data_dir else {}))
-    key = json.dumps(data, sort_keys=True)
-    cache = _cache if _cache is not None else {}
-    device = torch.device("cpu")
-    if key not in cache:
-        dataset = load_dataset(from_dict(type(cfg.data), data))
-        cache[key] = (dataset, Evaluator(dataset, cfg.eval, device))
-    dataset, evaluator = cache[key]
-    loaded = load_run(run.path, data_dir=data_dir, device="cpu", dataset=dataset)
+    dataset, evaluator, scorer = _reload(run, data_dir, _cache)
     buckets = popularity_buckets(dataset.item_degree(), num_buckets)
     with torch.no_grad():
-        recall, _ = bucket_recall(loaded.method.scorer(), evaluator, split, buckets, k)
+        recall, _ = bucket_recall(scorer, evaluator, split, buckets, k)
+    return [float(x) for x in recall]
+
+
+def run_time_group_recall(
+    run: RunRecord,
+    num_groups: int = NUM_BUCKETS,
+    k: int = 20,
+    split: str = "ood_test",
+    data_dir: str | None = None,
+    _cache: dict[str, Any] | None = None,
+) -> list[float]:
+    """Recall@k per time group (``eval.groups.time_group_recall``) of a run's best checkpoint.
+
+    Args: as ``run_bucket_recall``; ``num_groups`` equal-size groups, earliest first.
+
+    Returns:
+        Recall per time group (NaN for an empty group).
+
+    Raises:
+        DataValidationError: the run's dataset has no timestamps.
+    """
+    from oodrec.eval.groups import time_group_recall
+
+    dataset, evaluator, scorer = _reload(run, data_dir, _cache)
+    recall, _, _ = time_group_recall(scorer, evaluator, dataset, split, num_groups, k)
     return [float(x) for x in recall]
 
 
@@ -247,29 +290,53 @@ def figure5(runs: list[RunRecord], out_dir: Path, suffix: str = "") -> list[Path
 # --------------------------------------------------------------------------- Figure 6
 
 
-def figure6(runs: list[RunRecord], out_dir: Path, suffix: str = "") -> list[Path]:
-    """Figure 6 needs timestamps in the runs' data; none of the loaders keeps them yet, so it
-    is skipped with a logged note (returns no files)."""
-    with_time = [r for r in runs if r.record.get("data_report", {}).get("has_timestamps")]
-    if not with_time:
+def figure6(
+    runs: list[RunRecord], out_dir: Path, suffix: str = "", data_dir: str | None = None
+) -> list[Path]:
+    """Figure 6 per dataset with timestamps: OOD Recall@20 per time group (earliest first),
+    one line per method (mean ± std over seeds). Datasets without timestamps are skipped with
+    a logged note."""
+    import numpy as np
+
+    from oodrec.data.interactions import ORDER_TIMESTAMPS
+
+    main = [r for r in runs if is_main_run(r)]
+    untimed = sorted({r.dataset for r in main if r.order != ORDER_TIMESTAMPS})
+    if untimed:
         logger.info(
-            "Figure 6 skipped: no run's dataset carries interaction timestamps "
-            "(the shipped datasets have none)"
+            "Figure 6 skipped for %s: no interaction timestamps (file order is not used as time)",
+            ", ".join(untimed),
         )
-    else:
-        logger.info("Figure 6 skipped: per-period evaluation is not implemented")
-    return []
+    written: list[Path] = []
+    cache: dict[str, Any] = {}
+    timed = [r for r in main if r.order == ORDER_TIMESTAMPS]
+    for dataset, ds_runs in _by(timed, lambda r: r.dataset).items():
+        fig, (ax,) = _figure(1)
+        for i, (method, group) in enumerate(_by(ds_runs, lambda r: r.label).items()):
+            per_seed = [run_time_group_recall(r, data_dir=data_dir, _cache=cache) for r in group]
+            arr = np.array(per_seed)  # [seeds, groups]
+            sd = np.nanstd(arr, 0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1])
+            _band(
+                ax, list(range(arr.shape[1])), list(np.nanmean(arr, 0)), list(sd), method, f"C{i}"
+            )
+        ax.set_xticks(range(NUM_BUCKETS), [f"T{g + 1}" for g in range(NUM_BUCKETS)])
+        ax.set_xlabel("time group of the held-out interaction (equal size, T1 = earliest)")
+        ax.set_ylabel("OOD Recall@20")
+        ax.legend(fontsize=7)
+        fig.suptitle(f"{dataset}: recall over time ({runs[0].selection})", fontsize=9)
+        written += _save(fig, out_dir, f"fig6_{dataset}{suffix}")
+    return written
 
 
 def write_figures(
     runs_dir: str | Path, out_dir: str | Path, data_dir: str | None = None
 ) -> list[Path]:
-    """Draw Figures 1, 4, 5 (and 6 where possible) for every selection label.
+    """Draw Figures 1, 4, 5 (and 6 where the data has timestamps) for every selection label.
 
     Args:
         runs_dir: directory searched recursively for finished runs.
         out_dir: where PNG and PDF files go.
-        data_dir: data directory for re-ranking best checkpoints (Figure 1).
+        data_dir: data directory for re-ranking best checkpoints (Figures 1 and 6).
 
     Returns:
         The written files.
@@ -286,7 +353,7 @@ def write_figures(
         written += figure1(runs, out, suffix, data_dir)
         written += figure4(runs, out, suffix)
         written += figure5(runs, out, suffix)
-        written += figure6(runs, out, suffix)
+        written += figure6(runs, out, suffix, data_dir)
     return written
 
 
@@ -296,6 +363,7 @@ __all__ = [
     "figure5",
     "figure6",
     "run_bucket_recall",
+    "run_time_group_recall",
     "selection_column",
     "write_figures",
 ]

@@ -155,6 +155,20 @@ class RunRecord:
             return self.method
         return f"{self.method}[{','.join(f'{k}={v}' for k, v in self.sweep.items())}]"
 
+    @property
+    def order(self) -> str:
+        """How the run's data orders interactions: the record's ``order`` (``timestamps`` or
+        ``none (no timestamps; ...)``); for records written before it existed, derived from
+        ``data_report.has_timestamps``, else ``not recorded``."""
+        if self.record.get("order"):
+            return str(self.record["order"])
+        report = self.record.get("data_report") or {}
+        if "has_timestamps" not in report:
+            return "not recorded"
+        from oodrec.data.interactions import ORDER_NONE, ORDER_TIMESTAMPS
+
+        return ORDER_TIMESTAMPS if report["has_timestamps"] else ORDER_NONE
+
     def metric(self, split: str, name: str) -> float | None:
         """A metric of the selected epoch, or None."""
         value = self.record.get("metrics", {}).get(split, {}).get(name)

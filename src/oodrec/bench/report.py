@@ -233,7 +233,8 @@ def write_report(
     target: str = "cnsdiff",
     baseline: str | None = None,
 ) -> list[Path]:
-    """Write ``KIND.md``, ``KIND.csv``, ``KIND.tex`` per table kind and ``report.md``.
+    """Write ``KIND.md``, ``KIND.csv``, ``KIND.tex`` per table kind and ``report.md`` (the
+    tables, then each dataset's interaction order, ``RunRecord.order``, and the data warnings).
 
     Args:
         runs_dir: directory searched recursively for finished runs.
@@ -269,6 +270,8 @@ def write_report(
         summary += [md]
     missing = [k for k in ("table1", "ablation", "alpha_beta", "runtime") if k not in tables]
     summary += [f"- no {k} table: no matching runs" for k in missing]
+    orders = sorted({f"{r.dataset}: {r.order}" for r in runs})
+    summary += ["", "## Interaction order", "", *[f"- {line}" for line in orders]]
     warned = sorted({f"{r.dataset}: {w}" for r in runs for w in r.record.get("data_warnings", [])})
     if warned:
         summary += ["", "## Data warnings", "", *[f"- {w}" for w in warned]]

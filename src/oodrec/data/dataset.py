@@ -1,23 +1,24 @@
 """The in-memory dataset: train / val / IID test / OOD test interactions with their checks.
 
 Nothing is changed silently: every dropped or skipped interaction is counted in ``DataReport``,
-which goes into the run record.
+which goes into the run record. Interaction times, where the split metadata declares them, stay
+aligned with the pairs through every drop (``Interactions.take``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from oodrec.config import SPLITS, DataConfig
+from oodrec.data.interactions import CARVE_FRACTIONS, DataReport, Interactions
 from oodrec.data.io import (
     BYTES_PER_VALUE,
     EMBEDDING_DIM,
-    FileReport,
     find_id_line,
     human_bytes,
     read_interactions,
@@ -30,6 +31,7 @@ from oodrec.errors import DataValidationError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CARVE_FRACTIONS",
     "ROLE_FILES",
     "DataReport",
     "InteractionDataset",
@@ -37,8 +39,6 @@ __all__ = [
     "load_dataset",
 ]
 
-CARVE_FRACTIONS = (0.7, 0.1, 0.2)
-"""train : val : IID test shares when val and / or the IID test are carved from train."""
 TRAINING_COPIES = 4
 """Copies of the embedding tables that training holds: parameters, gradients and the two Adam
 moments. ``load_dataset`` refuses id spaces whose tables would not fit in memory this often."""
@@ -50,92 +50,6 @@ def physical_memory_bytes() -> int | None:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):
         return None
-
-
-@dataclass
-class Interactions:
-    """Parallel user / item id tensors of one split.
-
-    Shapes:
-        users: [N] long; items: [N] long.
-    """
-
-    users: torch.Tensor
-    items: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.users.numel())
-
-    def keys(self, num_items: int) -> torch.Tensor:
-        """``user * num_items + item`` for each pair. Shape [N]."""
-        return self.users * num_items + self.items
-
-
-@dataclass
-class DataReport:
-    """Counts of everything loading did to the files (goes into the run record)."""
-
-    dataset: str
-    source: str
-    files: dict[str, FileReport] = field(default_factory=dict)
-    carved_from_train: bool = False
-    carved_splits: list[str] = field(default_factory=list)
-    """Which of ``val`` / ``iid_test`` were carved from train."""
-    layout: str = "pairs"
-    """Layout of the files (``oodrec.data.layouts``): pairs, adjacency or recbole."""
-    split_seed: int | None = None
-    dropped_unseen: dict[str, int] = field(default_factory=dict)
-    dropped_in_train: dict[str, int] = field(default_factory=dict)
-    dropped_in_val: dict[str, int] = field(default_factory=dict)
-    sizes: dict[str, int] = field(default_factory=dict)
-    absent_splits: list[str] = field(default_factory=list)
-    """Splits the directory does not have (``iid_test``); they are empty in ``splits`` and
-    have no metrics: an evaluator must skip them, not report NaN or 0."""
-    num_users: int = 0
-    num_items: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def notes(self) -> list[str]:
-        """Human-readable lines for every non-zero count."""
-        out = []
-        for role, rep in self.files.items():
-            if rep.skipped_bad_lines:
-                kinds = [
-                    f"{n} {label}"
-                    for n, label in (
-                        (rep.skipped_blank_lines, "blank"),
-                        (rep.skipped_large_ids, "with an id above 2**31 - 1"),
-                    )
-                    if n
-                ]
-                detail = f" ({', '.join(kinds)})" if kinds else ""
-                out.append(f"{role}: skipped {rep.skipped_bad_lines} malformed line(s){detail}")
-            if rep.duplicates_removed:
-                out.append(f"{role}: removed {rep.duplicates_removed} duplicate pair(s)")
-        for name, label in (
-            ("dropped_unseen", "pair(s) with a user or item unseen in train dropped"),
-            ("dropped_in_train", "pair(s) also in train dropped (they are masked at ranking)"),
-            ("dropped_in_val", "pair(s) also in val dropped"),
-        ):
-            for split, n in getattr(self, name).items():
-                if n:
-                    out.append(f"{split}: {n} {label}")
-        if self.carved_from_train:
-            carved = self.carved_splits or ["val", "iid_test"]
-            ratio = ":".join(
-                str(int(round(10 * f)))
-                for f, s in zip(CARVE_FRACTIONS, ("train", "val", "iid_test"))
-                if s == "train" or s in carved
-            )
-            out.append(
-                f"{' / '.join(carved)} carved from train {ratio} with split_seed={self.split_seed}"
-            )
-        for split in self.absent_splits:
-            names = " / ".join(ROLE_FILES.get(split, (split,)))
-            out.append(f"{split}: absent ({self.source} has no {names}); it has no metrics")
-        return out
 
 
 @dataclass
@@ -165,6 +79,11 @@ class InteractionDataset:
     def train(self) -> Interactions:
         return self.splits["train"]
 
+    @property
+    def has_timestamps(self) -> bool:
+        """Whether every split carries interaction times (``Interactions.timestamps``)."""
+        return self.report.has_timestamps
+
     def item_degree(self) -> torch.Tensor:
         """Training popularity of every item. Shape [num_items]."""
         return torch.bincount(self.train.items, minlength=self.num_items)
@@ -187,7 +106,7 @@ def _carve(train: Interactions, seed: int, roles: list[str]) -> dict[str, Intera
     for k, role in enumerate(keep):
         stop = n if k == len(keep) - 1 else start + int(round(shares[role] / total * n))
         idx = perm[start:stop].sort().values
-        out[role] = Interactions(train.users[idx], train.items[idx])
+        out[role] = train.take(idx)
         start = stop
     return out
 
@@ -317,6 +236,11 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
     listed in ``report.absent_splits`` (it has no metrics). An id space whose embedding tables
     would not fit in memory (``_check_table_size``) is refused before anything is allocated.
 
+    Timestamps: a directory whose ``prepare.json`` declares the third column a timestamp
+    (``oodrec.data.layouts.timestamp_unit``) loads with ``Interactions.timestamps`` on every
+    split, aligned with the pairs after every drop, and ``report.has_timestamps``; any other
+    dataset (the registered ones included) has ``timestamps`` None.
+
     Args:
         cfg: the data config.
 
@@ -342,17 +266,18 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
     else:
         found = find_layout(folder)
     report.layout = found.layout
+    report.has_timestamps = found.timestamp_unit is not None
+    report.timestamp_unit = found.timestamp_unit
     parts = {}
-    for role, (users, items, file_report) in read_layout(found, cfg.on_bad_lines).items():
+    for role, (users, items, times, file_report) in read_layout(found, cfg.on_bad_lines).items():
         report.files[role] = file_report
-        parts[role] = Interactions(torch.from_numpy(users), torch.from_numpy(items))
+        stamps = None if times is None else torch.from_numpy(times)
+        parts[role] = Interactions(torch.from_numpy(users), torch.from_numpy(items), stamps)
     missing = [role for role in ("val", "iid_test") if role not in parts]
     if missing == ["iid_test"] and found.layout != "recbole":
         # Published OOD splits often ship train / val / OOD test only: the IID test is absent,
         # not invented (a copy of the OOD test or a carve would report numbers nobody measured).
-        parts["iid_test"] = Interactions(
-            torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
-        )
+        parts["iid_test"] = parts["train"].take(torch.zeros(0, dtype=torch.long))
         report.absent_splits = ["iid_test"]
         logger.info("%s: no IID test file; iid_test is absent and has no metrics", folder)
     elif missing == ["val"] and found.layout != "recbole":
@@ -383,7 +308,7 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
         seen &= user_deg[inter.users.clamp_max(num_users - 1)] > 0
         seen &= item_deg[inter.items.clamp_max(num_items - 1)] > 0
         report.dropped_unseen[split] = int((~seen).sum())
-        inter = Interactions(inter.users[seen], inter.items[seen])
+        inter = inter.take(seen)
         keys = inter.keys(num_items)
         in_train = _isin_sorted(keys, train_keys)
         report.dropped_in_train[split] = int(in_train.sum())
@@ -392,7 +317,7 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
             in_val = _isin_sorted(keys, val_keys) & keep
             report.dropped_in_val[split] = int(in_val.sum())
             keep &= ~in_val
-        inter = Interactions(inter.users[keep], inter.items[keep])
+        inter = inter.take(keep)
         if len(inter) == 0:
             raise DataValidationError(_empty_split_message(name, split, read, found, report))
         parts[split] = inter

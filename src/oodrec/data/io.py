@@ -2,7 +2,9 @@
 
 Two line layouts: **pairs** (``user item [value]``, one interaction per line; the default) and
 **adjacency lists** (``user item item ...``, one user per line; the LightGCN / SELFRec layout).
-``oodrec.data.layouts`` decides which one a dataset directory uses.
+``oodrec.data.layouts`` decides which one a dataset directory uses. The third column of a pair
+file is a value and ignored, unless the directory's split metadata declares it a timestamp
+(``read_pairs(..., timestamps=True)``; ``oodrec prepare`` writes such files).
 
 What every reader accepts and refuses, before any work starts:
 
@@ -113,24 +115,47 @@ def _open_split(
 def read_interactions(
     path: str | Path, on_bad_lines: str = "error"
 ) -> tuple[np.ndarray, np.ndarray, FileReport]:
-    """Read ``user item`` or ``user item value`` lines into two int64 arrays.
-
-    The file's column count is the most common field count (2 or 3). A line with another field
-    count, a non-integer or negative id, an id above ``MAX_ID`` or a blank line before the last
-    interaction is bad: with ``on_bad_lines="error"`` it raises ``DataValidationError`` naming
-    file, 1-based line number and content; with ``"skip"`` it is skipped and counted in the
-    report. A leading UTF-8 byte-order mark and blank lines at the end are ignored. Duplicate
-    ``(user, item)`` pairs are removed (first kept) and counted.
-
-    Args:
-        path: the file.
-        on_bad_lines: ``"error"`` or ``"skip"``.
+    """Read ``user item`` or ``user item value`` lines into two int64 arrays (a third column is
+    ignored; see ``read_pairs`` for the rules and for timestamps).
 
     Returns:
         ``(users [N], items [N], report)`` in file order, duplicates removed.
 
     Raises:
         DataValidationError: missing or empty file, or a malformed line in strict mode.
+    """
+    users, items, _, report = read_pairs(path, on_bad_lines)
+    return users, items, report
+
+
+def read_pairs(
+    path: str | Path, on_bad_lines: str = "error", timestamps: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, FileReport]:
+    """Read ``user item`` or ``user item value|timestamp`` lines.
+
+    The file's column count is the most common field count (2 or 3). A line with another field
+    count, a non-integer or negative id, an id above ``MAX_ID``, a non-integer timestamp or a
+    blank line before the last interaction is bad: with ``on_bad_lines="error"`` it raises
+    ``DataValidationError`` naming file, 1-based line number and content; with ``"skip"`` it is
+    skipped and counted in the report. A leading UTF-8 byte-order mark and blank lines at the
+    end are ignored. Duplicate ``(user, item)`` pairs are removed (first in file order kept,
+    with its timestamp) and counted.
+
+    Args:
+        path: the file.
+        on_bad_lines: ``"error"`` or ``"skip"``.
+        timestamps: the third column is an integer timestamp (the directory's split metadata
+            says so, ``oodrec.data.layouts.timestamp_unit``): the file must have 3 columns.
+            Without it a third column is a value and ignored (the shipped DRGO files hold a
+            constant ``1`` there, which is not a time).
+
+    Returns:
+        ``(users [N], items [N], times [N] | None, report)`` in file order, duplicates removed;
+        ``times`` (int64) is None unless ``timestamps``.
+
+    Raises:
+        DataValidationError: missing or empty file, a malformed line in strict mode, or a file
+            without a third column when ``timestamps`` is set.
     """
     path, lines, report = _open_split(path, on_bad_lines)
     fields = [line.split() for line in lines]
@@ -149,38 +174,52 @@ def read_interactions(
         )
     columns = Counter(usable.tolist()).most_common(1)[0][0]
     report.columns = columns
+    if timestamps and columns != 3:
+        raise DataValidationError(
+            f"{path}: the dataset's split metadata (prepare.json) declares a third column "
+            f"holding timestamps (`user item timestamp`), but the file has {columns} columns "
+            f"(line 1: {_show(lines[0])}); rerun `oodrec prepare`, or remove split_format "
+            "from its prepare.json"
+        )
+    width = 3 if timestamps else 2
     bad = counts != columns
     # Integer parsing: vectorised over the well-formed lines; a failure falls back to finding
     # the first offending line so that the message can name it.
     good_idx = np.flatnonzero(~bad)
-    ids = np.empty((good_idx.size, 2), dtype=np.int64)
+    values = np.empty((good_idx.size, width), dtype=np.int64)  # [N, 2 or 3]
     large: dict[int, tuple[str, int]] = {}
     try:
-        flat = [tok for i in good_idx for tok in fields[i][:2]]
-        ids[:] = np.array(flat, dtype=np.int64).reshape(-1, 2)
-        if (ids < 0).any() or (ids > MAX_ID).any():
+        flat = [tok for i in good_idx for tok in fields[i][:width]]
+        values[:] = np.array(flat, dtype=np.int64).reshape(-1, width)
+        if (values[:, :2] < 0).any() or (values[:, :2] > MAX_ID).any():
             raise ValueError
     except (ValueError, OverflowError):
         ok = np.ones(good_idx.size, dtype=bool)
         for pos, i in enumerate(good_idx):
-            u, it = _int_or_none(fields[i][0]), _int_or_none(fields[i][1])
-            if u is None or it is None or u < 0 or it < 0:
+            row = [_int_or_none(tok) for tok in fields[i][:width]]
+            u, it = row[0], row[1]
+            if None in row or u < 0 or it < 0 or not _fits_int64(row[2:]):
                 ok[pos] = False
             elif u > MAX_ID or it > MAX_ID:
                 ok[pos] = False
                 large[int(i)] = ("user", u) if u > MAX_ID else ("item", it)
             else:
-                ids[pos] = (u, it)
+                values[pos] = row
         bad[good_idx[~ok]] = True
-        ids = ids[ok]
+        values = values[ok]
         good_idx = good_idx[ok]
     bad_idx = np.flatnonzero(bad)
     if bad_idx.size:
-        expected = (
-            f"{columns} space-separated fields with non-negative integer user and item ids{hint}"
-        )
+        expected = f"{columns} space-separated fields with non-negative integer user and item ids"
+        expected += (" and an integer timestamp" if timestamps else "") + hint
         _bad_lines(path, lines, bad_idx, expected, on_bad_lines, report, large)
-    return _finish(path, ids[:, 0], ids[:, 1], report)
+    times = values[:, 2] if timestamps else None
+    return _finish(path, values[:, 0], values[:, 1], report, times)
+
+
+def _fits_int64(values: list[int | None]) -> bool:
+    """Whether every value is an integer in the int64 range (timestamps)."""
+    return all(v is not None and -(2**63) <= v < 2**63 for v in values)
 
 
 def _read_lines(path: Path) -> list[bytes]:
@@ -253,14 +292,22 @@ def _bad_lines(
 
 
 def _finish(
-    path: Path, users: np.ndarray, items: np.ndarray, report: FileReport
-) -> tuple[np.ndarray, np.ndarray, FileReport]:
-    users, items, dup = dedupe(users, items)
-    report.duplicates_removed = dup
+    path: Path,
+    users: np.ndarray,
+    items: np.ndarray,
+    report: FileReport,
+    times: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, FileReport]:
+    """Remove repeated pairs (``times`` stays aligned), count them and refuse an empty file."""
+    first = first_occurrences(users, items)
+    report.duplicates_removed = int(users.size - first.size)
+    if report.duplicates_removed:
+        users, items = users[first], items[first]
+        times = None if times is None else times[first]
     report.kept = int(users.size)
     if report.kept == 0:
         raise DataValidationError(f"{path}: no well-formed interaction lines")
-    return users, items, report
+    return users, items, times, report
 
 
 def _non_negative_ints(tokens: list[bytes]) -> np.ndarray | None:
@@ -329,7 +376,20 @@ def read_adjacency(
     is_item = np.ones(values.size, dtype=bool)
     is_item[starts] = False
     users = np.repeat(values[starts], counts)[is_item]
-    return _finish(path, users, values[is_item], report)
+    users, items, _, report = _finish(path, users, values[is_item], report)
+    return users, items, report
+
+
+def first_occurrences(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of every ``(user, item)`` pair, in input order.
+
+    Shapes:
+        users, items: [N] -> [M] int64 ascending (``M == N`` without repeats).
+    """
+    key = users.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
+    _, first = np.unique(key, return_index=True)
+    first.sort()
+    return first
 
 
 def dedupe(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -338,11 +398,9 @@ def dedupe(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray
     Returns:
         ``(users, items, number_removed)``.
     """
-    key = users.astype(np.int64) * (int(items.max(initial=0)) + 1) + items
-    _, first = np.unique(key, return_index=True)
+    first = first_occurrences(users, items)
     if first.size == users.size:
         return users, items, 0
-    first.sort()
     return users[first], items[first], int(users.size - first.size)
 
 

@@ -29,10 +29,20 @@ Detection, in this order (``find_layout``):
 
 The layout found for ``train.txt`` applies to every file of the directory: a LightGCN test file
 with two items per user (``u i j``) would otherwise read as ``user item value``.
+
+**Timestamps.** The third column of a pairs file is a timestamp only when the directory's
+``prepare.json`` (written by ``oodrec prepare``) says so, in its ``split_format`` entry::
+
+    "split_format": {"columns": ["user", "item", "timestamp"], "timestamp_unit": "s"}
+
+(``timestamp_unit``: ``s`` or ``ms`` since the Unix epoch). Without that entry a third column
+keeps its plain meaning, a value that is ignored: the shipped DRGO files hold a constant ``1``
+there, which must never be taken for a time. Adjacency lists and RecBole files carry no times.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -41,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from oodrec.data.io import UTF8_BOM, FileReport, dedupe, read_adjacency, read_interactions
+from oodrec.data.io import UTF8_BOM, FileReport, dedupe, read_adjacency, read_pairs
 from oodrec.errors import DataValidationError
 
 logger = logging.getLogger(__name__)
@@ -64,7 +74,15 @@ RECBOLE_SUFFIXES = {
     "ood_test": ("test_ood", "ood_test", "test"),
 }
 
-Parts = dict[str, tuple[np.ndarray, np.ndarray, FileReport]]
+METADATA_FILE = "prepare.json"
+"""The split metadata ``oodrec prepare`` writes next to the split files."""
+TIMESTAMP_UNITS = {"s": "seconds", "ms": "milliseconds"}
+"""Units of a timestamp column (since the Unix epoch) -> their names."""
+SPLIT_COLUMNS = (["user", "item"], ["user", "item", "timestamp"])
+"""The column lists ``split_format.columns`` may declare."""
+
+Parts = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None, FileReport]]
+"""role -> ``(users [N], items [N], times [N] int64 or None, report)``."""
 
 
 @dataclass(frozen=True)
@@ -76,11 +94,14 @@ class DirectoryLayout:
         files: role (``train``, ``val``, ``iid_test``, ``ood_test``) -> file; val and IID test
             may be missing.
         reason: how the layout was decided (logged).
+        timestamp_unit: ``s`` or ``ms`` when the split metadata declares the third column of
+            the pair files a timestamp; None otherwise (no times; a third column is a value).
     """
 
     layout: str
     files: dict[str, Path]
     reason: str
+    timestamp_unit: str | None = None
 
 
 def looks_like_adjacency(path: Path, max_lines: int = DETECT_LINES) -> bool:
@@ -122,14 +143,60 @@ def _recbole_files(folder: Path) -> dict[str, Path] | None:
     return files
 
 
+def timestamp_unit(folder: Path) -> str | None:
+    """The unit of the pair files' third column when ``folder/prepare.json`` declares it a
+    timestamp (module docstring), else None (no metadata, an older ``prepare.json`` without
+    ``split_format``, or a declared ``user item`` format).
+
+    Raises:
+        DataValidationError: unreadable ``prepare.json``, or a ``split_format`` entry with
+            unknown columns or unit.
+    """
+    path = folder / METADATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataValidationError(f"{path}: unreadable split metadata ({exc})") from exc
+    fmt = meta.get("split_format") if isinstance(meta, dict) else None
+    if fmt is None:
+        return None
+    columns = fmt.get("columns") if isinstance(fmt, dict) else None
+    if columns not in SPLIT_COLUMNS:
+        choices = " or ".join(json.dumps(c) for c in SPLIT_COLUMNS)
+        raise DataValidationError(
+            f"{path}: split_format.columns must be {choices}, got {json.dumps(columns)}"
+        )
+    if len(columns) == 2:
+        return None
+    unit = fmt.get("timestamp_unit")
+    if unit not in TIMESTAMP_UNITS:
+        raise DataValidationError(
+            f"{path}: split_format.timestamp_unit must be one of {', '.join(TIMESTAMP_UNITS)} "
+            f"(since the Unix epoch), got {json.dumps(unit)}"
+        )
+    return unit
+
+
 def find_layout(folder: Path) -> DirectoryLayout:
     """Decide the layout of a dataset directory and find its role files (module docstring).
 
     Raises:
-        DataValidationError: no train or OOD-test file, or a bad ``layout.txt``.
+        DataValidationError: no train or OOD-test file, a bad ``layout.txt`` or
+            ``prepare.json``, or timestamps declared for adjacency lists.
     """
     found = _find_layout(folder)
-    logger.info("%s: %s layout (%s)", folder, found.layout, found.reason)
+    unit = None if found.layout == "recbole" else timestamp_unit(folder)
+    if unit is not None:
+        if found.layout != "pairs":
+            raise DataValidationError(
+                f"{folder / METADATA_FILE}: declares a timestamp column, but the split files "
+                f"are {found.layout} lists ({found.reason}), which have no columns"
+            )
+        found = DirectoryLayout(found.layout, found.files, found.reason, unit)
+    times = f"; third column: timestamps in {TIMESTAMP_UNITS[unit]}" if unit else ""
+    logger.info("%s: %s layout (%s)%s", folder, found.layout, found.reason, times)
     return found
 
 
@@ -186,7 +253,7 @@ def read_recbole_split(files: dict[str, Path]) -> Parts:
     removed and counted.
 
     Returns:
-        role -> ``(users [N], items [N], report)``.
+        role -> ``(users [N], items [N], None, report)`` (no times).
     """
     from oodrec.data.raw import read_recbole_inter
 
@@ -200,7 +267,7 @@ def read_recbole_split(files: dict[str, Path]) -> Parts:
             _encode(log.users, user_vocab), _encode(log.items, item_vocab)
         )
         report.kept = int(users.size)
-        parts[role] = (users, items, report)
+        parts[role] = (users, items, None, report)
     return parts
 
 
@@ -213,9 +280,16 @@ def read_layout(found: DirectoryLayout, on_bad_lines: str) -> Parts:
             files are always strict).
 
     Returns:
-        role -> ``(users [N], items [N], report)``.
+        role -> ``(users [N], items [N], times [N] | None, report)``; ``times`` (int64, in
+        ``found.timestamp_unit``) only where the split metadata declares timestamps.
     """
     if found.layout == "recbole":
         return read_recbole_split(found.files)
-    reader = read_adjacency if found.layout == "adjacency" else read_interactions
-    return {role: reader(path, on_bad_lines) for role, path in found.files.items()}
+    if found.layout == "adjacency":
+        out: Parts = {}
+        for role, path in found.files.items():
+            users, items, report = read_adjacency(path, on_bad_lines)
+            out[role] = (users, items, None, report)
+        return out
+    timed = found.timestamp_unit is not None
+    return {role: read_pairs(path, on_bad_lines, timed) for role, path in found.files.items()}

@@ -1,11 +1,17 @@
 """Bring your own data: raw files -> positives -> k-core -> OOD split -> a dataset directory.
 
 ``prepare_dataset`` writes ``train.txt``, ``valid_iid.txt``, ``test_iid.txt`` and ``test_ood.txt``
-(``user item`` lines, sorted by user, ids 0-based and contiguous over train), the original tokens
-of the ids (``user_ids.txt`` / ``item_ids.txt``, line ``k`` holds id ``k``), ``stats.json``
-(``oodrec.data.stats.split_stats``) and ``prepare.json`` (options, the columns read from each
-file, and every count). The directory
-loads with ``load_dataset(DataConfig(dataset=str(out_dir)))``.
+(``user item timestamp`` lines where every interaction of the raw log has a timestamp, else
+``user item``; sorted by user, then item; ids 0-based and contiguous over train), the original
+tokens of the ids (``user_ids.txt`` / ``item_ids.txt``, line ``k`` holds id ``k``),
+``stats.json`` (``oodrec.data.stats.split_stats``) and ``prepare.json`` (options, the columns
+read from each file, every count, and ``split_format``: the columns of the split files and the
+timestamp unit, which tells the loader that the third column is a time; see
+``oodrec.data.layouts``). The directory loads with
+``load_dataset(DataConfig(dataset=str(out_dir)))``.
+
+Timestamps are written as integers: seconds since the Unix epoch when every raw timestamp is a
+whole second, else milliseconds (KuaiRec's have milliseconds), so that no order is lost.
 
 Example::
 
@@ -25,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 import oodrec
+from oodrec.data.layouts import SPLIT_COLUMNS, TIMESTAMP_UNITS
 from oodrec.data.preprocess import PreprocessConfig, Vocabulary, id_map, preprocess
 from oodrec.data.raw import (
     ColumnMapping,
@@ -153,11 +160,67 @@ def compact_split(result: SplitResult, vocab: Vocabulary) -> tuple[dict, Vocabul
     return parts, Vocabulary(vocab.users[used_u], vocab.items[used_i]), used_u.size, used_i.size
 
 
-def write_pairs(path: Path, users: np.ndarray, items: np.ndarray) -> None:
-    """Write ``user item`` lines sorted by user, then item (space-separated, final newline)."""
+def write_pairs(
+    path: Path, users: np.ndarray, items: np.ndarray, times: np.ndarray | None = None
+) -> None:
+    """Write ``user item`` lines, or ``user item timestamp`` lines when ``times`` is given,
+    sorted by user, then item (space-separated, final newline).
+
+    Shapes:
+        users, items: [N] int; times: [N] int64 or None.
+    """
     order = np.lexsort((items, users))
     lines = np.char.add(np.char.add(users[order].astype(str), " "), items[order].astype(str))
+    if times is not None:
+        lines = np.char.add(np.char.add(lines, " "), times[order].astype(str))
     path.write_text("\n".join(lines.tolist()) + "\n" if lines.size else "")
+
+
+def integer_timestamps(
+    stamps: dict[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray] | None, dict]:
+    """The parts' timestamps as integers for the split files, and the ``split_format`` entry
+    of ``prepare.json`` that declares them.
+
+    Seconds when every timestamp is a whole second, else milliseconds (rounded). When any
+    interaction lacks a timestamp no part gets a time column (a file mixing 2- and 3-column
+    lines would be malformed), and the entry counts the missing ones.
+
+    Args:
+        stamps: part -> seconds since the Unix epoch, NaN where unknown. Shapes [N_part].
+
+    Returns:
+        ``(times, split_format)``: part -> int64 times [N_part] (None without timestamps) and
+        ``{"columns": [...], "timestamp_unit": "s" | "ms" | None, "missing_timestamps": int}``.
+    """
+    every = np.concatenate(list(stamps.values()))
+    missing = int(np.isnan(every).sum())
+    if missing or every.size == 0:
+        return None, {
+            "columns": SPLIT_COLUMNS[0],
+            "timestamp_unit": None,
+            "missing_timestamps": missing,
+        }
+    unit = "s" if bool((every == np.floor(every)).all()) else "ms"
+    scale = 1.0 if unit == "s" else 1000.0
+    times = {name: np.round(t * scale).astype(np.int64) for name, t in stamps.items()}
+    return times, {"columns": SPLIT_COLUMNS[1], "timestamp_unit": unit, "missing_timestamps": 0}
+
+
+def _log_timestamps(out: Path, split_format: dict, total: int) -> None:
+    unit = split_format["timestamp_unit"]
+    if unit is not None:
+        logger.info("%s: timestamps kept as the third column (%s)", out, TIMESTAMP_UNITS[unit])
+    elif split_format["missing_timestamps"] < total:
+        logger.warning(
+            "%s: %d of %d interactions have no timestamp: the split files get no time column "
+            "(the data will have no interaction order)",
+            out,
+            split_format["missing_timestamps"],
+            total,
+        )
+    else:
+        logger.info("%s: the raw log has no timestamps; split files are `user item`", out)
 
 
 def _write_tokens(path: Path, tokens: np.ndarray) -> None:
@@ -219,9 +282,12 @@ def prepare_dataset(
     log, vocab, pre_report = preprocess(raw, pre_cfg, raw_unbiased)
     result = split_fn(log, split_cfg, options.seed)
     parts, vocab, num_users, num_items = compact_split(result, vocab)
+    # compact_split renumbers element-wise, so each part's timestamps stay aligned with it.
+    times, split_format = integer_timestamps({n: p.timestamps for n, p in result.parts().items()})
+    _log_timestamps(out, split_format, sum(len(p[0]) for p in parts.values()))
     out.mkdir(parents=True, exist_ok=True)
     for name in PARTS:
-        write_pairs(out / PART_FILES[name], *parts[name])
+        write_pairs(out / PART_FILES[name], *parts[name], None if times is None else times[name])
     _write_tokens(out / "user_ids.txt", vocab.users)
     _write_tokens(out / "item_ids.txt", vocab.items)
     stats = split_stats(parts, num_users, num_items)
@@ -239,6 +305,7 @@ def prepare_dataset(
         "preprocess": pre_report.to_dict(),
         "split": result.report.to_dict(),
         "dropped_after_split": len(result.dropped),
+        "split_format": split_format,
     }
     (out / "prepare.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     logger.info(

@@ -14,6 +14,7 @@ from oodrec.config import ExperimentConfig, SamplerConfig, parse_options
 from oodrec.errors import ConfigError
 from oodrec.methods.advinfonce import AdvInfoNCE
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer, TrainData
+from oodrec.methods.causaldiff import CausalDiff
 from oodrec.methods.diffrec import DiffRec
 from oodrec.methods.drgnn import DRGNN
 from oodrec.methods.invcf import InvCF
@@ -26,6 +27,7 @@ METHODS.register("diffrec", DiffRec)
 METHODS.register("invcf", InvCF)
 METHODS.register("advinfonce", AdvInfoNCE)
 METHODS.register("drgnn", DRGNN)
+METHODS.register("causaldiff", CausalDiff)
 
 
 def implied_overrides(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -48,7 +48,8 @@ class TrainData:
         timestamps: per-pair time, or ``None`` when the data has no order.
 
     Shapes:
-        users, items: [N] long; timestamps: [N] float64 or None.
+        users, items: [N] long; timestamps: [N] int64 (unit: the dataset report's
+            ``timestamp_unit``, s or ms) or None.
     """
 
     name: str
@@ -202,4 +203,28 @@ class Method(nn.Module):
         raise KeyError("checkpoint has no 'method' state")
 
 
-__all__ = ["Method", "MethodContext", "NegativeProbe", "Scorer", "TrainData"]
+class OptimizerChain:
+    """Several optimisers stepped together as one phase's optimiser (CausalDiff's ``env`` phase
+    steps Adam and Adagrad groups). It has the optimiser methods the Trainer uses: ``zero_grad``,
+    ``step``, ``state_dict`` and ``load_state_dict`` (a dict of the members' states)."""
+
+    def __init__(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for opt in self.optimizers.values():
+            opt.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: opt.state_dict() for k, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, opt in self.optimizers.items():
+            opt.load_state_dict(state[k])
+
+
+__all__ = ["Method", "MethodContext", "NegativeProbe", "OptimizerChain", "Scorer", "TrainData"]

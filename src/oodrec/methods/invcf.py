@@ -34,6 +34,7 @@ from oodrec.methods.lightgcn import (
     pair_batches,
     uniform_probe,
 )
+from oodrec.models.base import Embeddings
 from oodrec.models.lightgcn import _init_, symmetric_spmm
 from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
@@ -163,16 +164,31 @@ class InvCF(Method):
         tcfg = self.ctx.cfg.train
         return pair_batches(self.ctx.data, tcfg.batch_size, tcfg.drop_last, gen)
 
-    def _pop_propagate(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Propagated popularity embeddings of every user and item, and the per-node egos."""
-        ego = torch.cat([self.user_pop[self.user_rank], self.item_pop[self.item_rank]])
-        layers, x = [ego], ego
-        for _ in range(self.model.num_layers):
-            x = symmetric_spmm(self.model.adj, x)
+    def _propagate(self) -> tuple[Embeddings, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Preference and popularity embeddings propagated together.
+
+        One sparse product per layer on ``[preference | popularity]`` (``[U+I, D + D_pop]``)
+        instead of two: every column is propagated exactly as on its own, at about half the
+        sparse-index traffic.
+
+        Returns:
+            (preference ``Embeddings``, popularity users [U, D_pop], items [I, D_pop], and the
+            popularity egos [U+I, D_pop]).
+        """
+        m = self.model
+        pref = torch.cat([m.user_emb, m.item_emb])
+        pego = torch.cat([self.user_pop[self.user_rank], self.item_pop[self.item_rank]])
+        x = torch.cat([pref, pego], 1)
+        layers = [x]
+        for _ in range(m.num_layers):
+            x = symmetric_spmm(m.adj, x)
             layers.append(x)
         pooled = torch.stack(layers).mean(0)
-        users, items = pooled.split([self.model.num_users, self.model.num_items])
-        return users, items, ego
+        pooled_pref, pooled_pop = pooled.split([pref.shape[1], pego.shape[1]], 1)
+        users, items = pooled_pref.split([m.num_users, m.num_items])
+        emb = Embeddings(users=users, items=items, user_ego=m.user_emb, item_ego=m.item_emb)
+        pu, pi = pooled_pop.split([m.num_users, m.num_items])
+        return emb, pu, pi, pego
 
     def loss(
         self, batch: TripletBatch, gen: torch.Generator, phase: str = "main"
@@ -180,8 +196,7 @@ class InvCF(Method):
         o, tcfg = self.options, self.ctx.cfg.train
         users, pos = batch.users, batch.pos_items
         neg = uniform_items(users, self.ctx.data.num_items, gen, positives=self.positives)
-        emb = self.model.propagate()
-        pu, pi, pego = self._pop_propagate()
+        emb, pu, pi, pego = self._propagate()
         n_users = self.model.num_users
         u, i, j = emb.users[users], emb.items[pos], emb.items[neg]
         up, ip, jp = pu[users], pi[pos], pi[neg]

@@ -124,6 +124,9 @@ def diagnostic_summary(history: list[dict[str, Any]], best_epoch: int) -> dict[s
 def build_record(trainer: Any, metrics: dict[str, dict[str, float]], stopped: bool) -> dict:
     """The record of a finished run.
 
+    ``order`` states whether the data orders interactions: ``timestamps``, or ``none (no
+    timestamps; file order is not used as time)`` (``DataReport.order``).
+
     Args:
         trainer: the ``Trainer`` (config, dataset, method, selector, history, run directory).
         metrics: split -> metric -> value at the selected epoch.
@@ -160,6 +163,7 @@ def build_record(trainer: Any, metrics: dict[str, dict[str, float]], stopped: bo
         "diagnostics": diagnostic_summary(history, trainer.selector.best_epoch),
         "median_epoch_seconds": statistics.median(secs) if secs else None,
         "median_eval_seconds": statistics.median(evals) if evals else None,
+        "order": report.order(),
         "data_report": report.to_dict(),
         "data_notes": report.notes(),
         "data_warnings": data_warnings(report),
