@@ -63,6 +63,4 @@ def selection_label(tcfg: Any, ecfg: Any = None) -> str:
 
         how = describe_estimator(tcfg.select_metric, ecfg)
         return (f"selected on val by {how}" if how else "selected on val") + tail
-    return (
-        f"TEST-SELECTED on {tcfg.select_on} (reproduction only; not an honest estimate)" + tail
-    )
+    return f"TEST-SELECTED on {tcfg.select_on} (reproduction only; not an honest estimate)" + tail
