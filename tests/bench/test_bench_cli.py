@@ -127,3 +127,23 @@ def test_killed_bench_resumes_without_redoing_finished_runs(tmp_path):
     after = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/record.json")}
     assert len(after) == len(_smoke_names())
     assert {name: after[name] for name in finished} == finished
+
+
+def test_missing_data_fails_once_before_any_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OODREC_DATA", str(tmp_path / "nowhere"))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        yaml.safe_dump(
+            {
+                "out_dir": str(tmp_path / "out"),
+                "methods": ["rns"],
+                "datasets": ["food", "yahoo_r3", str(tmp_path / "no_such_dir")],
+                "seeds": [1, 2],
+            }
+        )
+    )
+    assert main(["-q", "bench", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was run" in err and "food/train.txt" in err and "yahoo_r3/train.txt" in err
+    assert "no_such_dir" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

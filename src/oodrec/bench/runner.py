@@ -216,6 +216,34 @@ def execute_job(job: Job) -> RunOutcome:
 # --------------------------------------------------------------------------- the grid
 
 
+def _check_data(jobs: list[Job]) -> None:
+    """Every dataset the jobs need is present, checked before the first run starts (a grid on
+    a machine without the data fails once, naming each dataset, instead of once per run).
+
+    Raises:
+        DataValidationError: the messages of every missing dataset, one per line.
+    """
+    from oodrec.data.dataset import check_available
+    from oodrec.errors import DataValidationError
+
+    seen: dict[str, str | None] = {}
+    for job in jobs:
+        data = job.run.config.data
+        key = json.dumps(to_dict(data), sort_keys=True)
+        if key in seen:
+            continue
+        try:
+            check_available(data)
+            seen[key] = None
+        except DataValidationError as exc:
+            seen[key] = str(exc)
+    errors = sorted({e for e in seen.values() if e})
+    if errors:
+        raise DataValidationError(
+            "the grid's data is not all there (nothing was run):\n  " + "\n  ".join(errors)
+        )
+
+
 def run_grid(
     runs: list[GridRun],
     executor: Literal["local", "ray"] = "local",
@@ -255,6 +283,7 @@ def run_grid(
     from oodrec.bench.executors import GridProgress, run_local, run_ray
 
     todo, skipped = plan_grid(runs, force, grid)
+    _check_data(todo)
     progress = GridProgress(len(runs), len(skipped), show_progress)
     done = [RunOutcome(j.run.name, "skipped") for j in skipped]
     try:

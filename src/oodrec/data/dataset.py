@@ -155,6 +155,22 @@ def _locate(cfg: DataConfig) -> tuple[str, Path, DatasetSpec | None]:
     )
 
 
+def check_available(cfg: DataConfig) -> None:
+    """Fail fast, without reading any data, when a dataset's files are not there.
+
+    Raises:
+        DataValidationError: an unknown name, a registered dataset with a missing file, or a
+            directory without a usable layout (the same messages ``load_dataset`` gives).
+    """
+    if cfg.dataset == "synthetic":
+        return
+    name, folder, spec = _locate(cfg)
+    if spec is not None:
+        _registered_files(name, folder, spec, verify=False)
+    else:
+        find_layout(folder)
+
+
 EMPTY_SPLIT_CHECKS = (
     (
         "dropped_unseen",
