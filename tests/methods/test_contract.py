@@ -40,6 +40,12 @@ FAST = {
         *("model.emb_dim=8", "model.steps=5", "model.sampling_steps=5", "model.pretrain_steps=2"),
         *("model.feature_dim=8", "model.num_candidates=8", "train.lr=0.01"),
     ],
+    "hdrm_backbone": ["model.emb_dim=8", "train.lr=0.01"],
+    "hdrm": [
+        *("model.allow_untrained_backbone=true", "model.emb_dim=8", "model.dims=[16]"),
+        *("model.steps=5", "model.sampling_steps=5", "train.lr=0.01"),
+    ],
+    "cdr": ["model.encoder_dims=[16]", "model.a_dim=8", "model.z_dim=8", "train.lr=0.001"],
 }
 
 

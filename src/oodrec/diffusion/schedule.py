@@ -75,7 +75,13 @@ def make_schedule(
     beta_max: float = 0.02,
 ) -> DiffusionSchedule:
     """Build a schedule (defaults: the CNSDiff code's linear-var, T=20, scale 0.1)."""
-    betas = betas_for(kind, steps, scale, beta_min, beta_max)
+    return schedule_from_betas(betas_for(kind, steps, scale, beta_min, beta_max))
+
+
+def schedule_from_betas(betas: np.ndarray) -> DiffusionSchedule:
+    """The schedule of a given beta sequence (float64 [T], each in (0, 1)); HDRM fixes beta_0."""
+    betas = np.asarray(betas, dtype=np.float64)
+    steps = int(betas.size)
     alphas = 1.0 - betas
     ac = np.cumprod(alphas)
     ac_prev = np.concatenate([[1.0], ac[:-1]])

@@ -15,8 +15,11 @@ from oodrec.errors import ConfigError
 from oodrec.methods.advinfonce import AdvInfoNCE
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer, TrainData
 from oodrec.methods.causaldiff import CausalDiff
+from oodrec.methods.cdr import CDR
 from oodrec.methods.diffrec import DiffRec
 from oodrec.methods.drgnn import DRGNN
+from oodrec.methods.hdrm import HDRM
+from oodrec.methods.hdrm_backbone import HDRMBackbone
 from oodrec.methods.invcf import InvCF
 from oodrec.methods.lightgcn import LightGCNMethod
 from oodrec.registry import Registry
@@ -28,6 +31,9 @@ METHODS.register("invcf", InvCF)
 METHODS.register("advinfonce", AdvInfoNCE)
 METHODS.register("drgnn", DRGNN)
 METHODS.register("causaldiff", CausalDiff)
+METHODS.register("hdrm_backbone", HDRMBackbone)
+METHODS.register("hdrm", HDRM)
+METHODS.register("cdr", CDR)
 
 
 def implied_overrides(cfg: ExperimentConfig) -> dict[str, Any]:
