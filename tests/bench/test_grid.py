@@ -171,3 +171,29 @@ def test_model_entries_and_plain_model_names():
 def test_model_entry_errors_name_the_grid(entry, needle):
     with pytest.raises(ConfigError, match=needle):
         expand_grid(parse_grid({"methods": [entry], "datasets": ["food"], "seeds": [1]}, "g.yaml"))
+
+
+def test_option_templates_are_filled_per_run():
+    spec = parse_grid(
+        {
+            "out_dir": "runs/c",
+            "methods": [
+                {"name": "hdrm_backbone", "model": "hdrm_backbone"},
+                {
+                    "name": "hdrm",
+                    "model": "hdrm",
+                    "options": {"backbone_run": "{out_dir}/{dataset}-hdrm_backbone-seed{seed}"},
+                },
+            ],
+            "datasets": ["food", "data/yahoo_r3"],
+            "seeds": [1, 2],
+        },
+        "g.yaml",
+    )
+    runs = {r.name: r for r in expand_grid(spec)}
+    opts = runs["yahoo_r3-hdrm-seed2"].config.model.options
+    assert opts["backbone_run"] == "runs/c/yahoo_r3-hdrm_backbone-seed2"
+    assert "yahoo_r3-hdrm_backbone-seed2" in runs  # the run it points to is in the grid
+    bad = {"name": "x", "model": "hdrm", "options": {"backbone_run": "{nope}/r"}}
+    with pytest.raises(ConfigError, match="unknown placeholder"):
+        expand_grid(parse_grid({"methods": [bad], "datasets": ["food"], "seeds": [1]}, "g.yaml"))

@@ -305,6 +305,37 @@ def _method_config(cfg: ExperimentConfig, method: MethodSpec) -> ExperimentConfi
     return apply_overrides(cfg, list(method.overrides))
 
 
+TEMPLATE_KEYS = ("dataset", "seed", "out_dir")
+
+
+def _fill_templates(cfg: ExperimentConfig, dataset: str, seed: int, out: str) -> ExperimentConfig:
+    """Model and sampler option strings with ``{dataset}``, ``{seed}`` or ``{out_dir}`` filled
+    in for this run, e.g. HDRM's ``backbone_run: "{out_dir}/{dataset}-hdrm_backbone-seed{seed}"``.
+
+    Raises:
+        ConfigError: a placeholder other than these.
+    """
+    values = {"dataset": dataset, "seed": seed, "out_dir": out}
+
+    def fill(options: dict[str, Any]) -> dict[str, Any]:
+        out_opts = {}
+        for key, value in options.items():
+            if isinstance(value, str) and "{" in value:
+                try:
+                    value = value.format_map(values)
+                except (KeyError, ValueError, IndexError) as exc:
+                    raise ConfigError(
+                        f"option {key}={value!r}: unknown placeholder {exc}; use "
+                        f"{', '.join('{' + k + '}' for k in TEMPLATE_KEYS)}"
+                    ) from None
+            out_opts[key] = value
+        return out_opts
+
+    model = replace(cfg.model, options=fill(dict(cfg.model.options)))
+    sampler = replace(cfg.sampler, options=fill(dict(cfg.sampler.options)))
+    return replace(cfg, model=model, sampler=sampler)
+
+
 def expand_grid(
     spec: GridSpec, extra_overrides: list[str] | None = None, out_dir: str | None = None
 ) -> list[GridRun]:
@@ -350,6 +381,10 @@ def expand_grid(
                         raise _fail(spec.source, f"two runs are both named {name!r}")
                     seen[name] = where
                     final = replace(pcfg, seed=seed, out_dir=out, name=name)
+                    try:
+                        final = _fill_templates(final, Path(dataset).name, seed, out)
+                    except ConfigError as exc:
+                        raise _fail(spec.source, f"{where}: {exc}") from None
                     runs.append(GridRun(name, final, method.name, dataset, seed, dict(point)))
     return runs
 
