@@ -1,8 +1,10 @@
 """Seconds per training epoch (and per evaluation) of each method, relative to LightGCN + RNS,
 all measured in one run of this script on one dataset.
 
-A method is ``MODEL`` or ``lightgcn:SAMPLER``. Each trains from the same seed with its resolved
-defaults (the settings a method implies, e.g. DiffRec's batch of 400, are applied as
+A method is ``MODEL`` or ``lightgcn:SAMPLER``, optionally followed by ``@KEY=VALUE,...``
+settings of its own (e.g. ``hdrm@model.allow_untrained_backbone=true``: stage 2 timed on an
+untrained backbone, which costs the same per epoch). Each trains from the same seed with its
+resolved defaults (the settings a method implies, e.g. DiffRec's batch of 400, are applied as
 ``oodrec train`` applies them); after ``--warmup`` untimed epochs, ``--repeats`` epochs are
 timed, then ``--repeats`` evaluations of val + IID test + OOD test. Medians are printed.
 
@@ -30,6 +32,7 @@ DEFAULT_METHODS = ("lightgcn:rns", "lightgcn:cnsdiff", "diffrec")
 
 
 def method_config(spec: str, args: argparse.Namespace) -> ExperimentConfig:
+    spec, _, own = spec.partition("@")
     model, _, sampler = spec.partition(":")
     cfg = ExperimentConfig()
     base = [f"data.dataset={args.dataset}", f"model.name={model}", f"seed={args.seed}"]
@@ -41,9 +44,10 @@ def method_config(spec: str, args: argparse.Namespace) -> ExperimentConfig:
     if sampler:
         base.append(f"sampler.name={sampler}")
     cfg = apply_overrides(cfg, base)
-    explicit = {o.split("=", 1)[0] for o in args.set}
+    explicit = {o.split("=", 1)[0] for o in [*args.set, *own.split(",")] if o}
     implied = [f"{k}={v}" for k, v in implied_overrides(cfg).items() if k not in explicit]
-    cfg = apply_overrides(cfg, implied + list(args.set))
+    own_sets = [x for x in own.split(",") if x]
+    cfg = apply_overrides(cfg, implied + list(args.set) + own_sets)
     check_method_config(cfg)
     return cfg
 
