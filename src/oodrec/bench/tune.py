@@ -31,6 +31,7 @@ failed by Optuna's heartbeat after ``GRACE_S`` seconds and retried with the same
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -291,7 +292,8 @@ def open_study(url: str, name: str, tune: TuneSpec) -> Any:
     pruner = optuna.pruners.MedianPruner(
         n_startup_trials=tune.startup_trials, n_warmup_steps=tune.warmup_evals
     )
-    return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    probe.sampler, probe.pruner = sampler, pruner
+    return probe
 
 
 def finished(study: Any) -> list[Any]:
@@ -348,9 +350,13 @@ def _objective(job: StudyJob):
         cfg = replace(cfg, out_dir=str(job.trial_dir), name=run_dir.name)
         trial.set_user_attr("run_dir", str(run_dir))
 
+        evals = itertools.count()  # pruning steps count evaluations (eval_every may be > 1)
+
         def report(epoch: int, means: dict[str, float]) -> None:
-            trial.report(means[metric], step=epoch)
-            if trial.should_prune():
+            step = next(evals)
+            trial.report(means[metric], step=step)
+            # the pruner never prunes before warmup_evals; skip its storage reads until then
+            if step >= job.tune.warmup_evals and trial.should_prune():
                 raise TrialPruned(f"val {metric} {means[metric]:.4f} at epoch {epoch}")
 
         run_dir.mkdir(parents=True, exist_ok=True)
