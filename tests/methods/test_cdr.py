@@ -238,3 +238,21 @@ def test_registered_with_official_implied_settings():
     assert CDR(
         MethodContext(_data(), ExperimentConfig(), torch.device("cpu")), CDROptions()
     ).max_grad_norm == pytest.approx(100.0)
+
+
+def test_sparse_encoder_equals_the_dense_one():
+    import torch.nn.functional as F
+
+    from oodrec.models.cdr import CDRNetwork
+
+    gen = torch.Generator().manual_seed(0)
+    net = CDRNetwork(9, (6,), (), (), 3, 3, 2, 0.5, 0.1, 1.0, 0.5, False, 0.5, generator=gen)
+    x = (torch.rand(5, 9, generator=gen) < 0.3).float()
+    x[2] = 0.0  # an empty slice
+    h = F.normalize(x, dim=1)
+    want = net.encoder[1](torch.tanh(net.encoder[0](h)))
+    net.eval()
+    assert torch.allclose(net.encode(x), want, atol=1e-6)
+    net.train()  # dropout keeps or drops nonzeros only, scaled by 1 / (1 - p)
+    got = net.encode(x, torch.Generator().manual_seed(1))
+    assert got.shape == want.shape and torch.isfinite(got).all()
