@@ -50,3 +50,28 @@ def test_missing_ray_is_a_clear_error(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match=r"pip install 'oodrec\[ray\]'"):
         run_grid(runs, executor="ray", show_progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_tune_trials_as_ray_tasks_share_one_study(ray, tmp_path):
+    pytest.importorskip("optuna")
+    import yaml
+
+    from oodrec.bench.grid import parse_grid
+    from oodrec.bench.tune import finished, open_study, parse_tune, storage_url, study_name
+    from oodrec.cli import main
+
+    data = yaml.safe_load(SMOKE.read_text())
+    data["methods"] = [{"name": "rns", "sampler": "rns"}]
+    data["out_dir"] = str(tmp_path / "out")
+    data["tune"] = {
+        "trials": 3,
+        "startup_trials": 1,
+        "space": {"train.lr": {"low": 0.001, "high": 0.05}},
+    }
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(data))
+    args = ["-q", "tune", str(grid), "--executor", "ray", "--workers", "2", "--no-final"]
+    assert main(args) == 0
+    tune = parse_tune(parse_grid(data, str(grid)))
+    study = open_study(storage_url(tmp_path / "out"), study_name("synthetic", "rns"), tune)
+    assert len(finished(study)) == 3
