@@ -53,13 +53,13 @@ Equal-budget hyperparameter search on validation, then the best configuration ov
 Every (dataset, method) of the grid gets one Optuna study with the same budget of finished
 (complete or pruned) trials: a TPE sampler, and a median pruner that stops a trial whose val
 selection metric (train.select_metric, e.g. ndcg@20 or an OOD-aware estimator) falls below the
-median of earlier trials at the same epoch. Tuning never reads a test split. Studies live in
+median of earlier trials at the same evaluation. Tuning never reads a test split. Studies live in
 one SQLite file (OUT/tune.db, or --storage URL), so a killed search resumes without repeating
 finished trials, and several workers share a study: --workers N local processes, or Ray tasks
-with --executor ray (on a cluster, use a --storage every node reaches, e.g. PostgreSQL or a
-SQLite file on a shared file system).
+with --executor ray (on a cluster, use a --storage every node reaches, e.g. PostgreSQL; SQLite
+on a network file system is only safe where that file system supports POSIX locks).
 
-Once every study has its budget, the best values of each run over the grid's seeds as
+Once every study has its budget, the best values of each study run over the grid's seeds as
 ordinary resumable grid runs, OUT/DATASET-METHOD-tuned-seedN, labelled
 "METHOD (tuned, N trials)" in `oodrec report`, with the search space in the table notes.
 
