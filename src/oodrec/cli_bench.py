@@ -295,7 +295,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             print("\ninterrupted; rerun the same command to continue the search", file=sys.stderr)
             return 130
     rows = summarize(jobs)
-    print(f"{'study':<28}{'finished':>10}{'pruned':>8}  best val      values")
+    print(f"{'study':<28}{'finished':>10}{'pruned':>8}{'running':>9}  best val      values")
     for r in rows:
         best = "-" if r["best_value"] is None else f"{r['metric']} {r['best_value']:.4f}"
         values = ", ".join(
@@ -303,7 +303,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             for k, v in (r["best_params"] or {}).items()
         )
         done = f"{r['finished']:>5}/{r['budget']:<4}"
-        print(f"{r['study']:<28}{done}{r['pruned']:>8}  {best:<13} {values}")
+        print(f"{r['study']:<28}{done}{r['pruned']:>8}{r['running']:>9}  {best:<13} {values}")
     if args.status or args.no_final:
         return 0
     runs = final_runs(spec, jobs, out_dir)

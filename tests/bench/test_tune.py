@@ -166,4 +166,7 @@ def test_two_workers_share_one_study(tmp_path):
     assert len(finished(study)) == 4  # exactly the budget, not one per worker more
     trial_dirs = sorted((Path(data["out_dir"]) / "tune" / "synthetic-rns").iterdir())
     assert len(trial_dirs) == 4
-    assert "synthetic/rns" in outs[0][0] and "4/4" in outs[0][0]
+    # each worker prints the study as it was when it stopped: the first to stop may see the
+    # other's last trial still running
+    assert all("synthetic/rns" in out for out, _ in outs)
+    assert any("4/4" in out for out, _ in outs)

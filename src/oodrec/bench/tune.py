@@ -437,9 +437,11 @@ def summarize(jobs: list[StudyJob]) -> list[dict[str, Any]]:
         done = finished(study)
         complete = [t for t in done if t.state == TrialState.COMPLETE]
         best = max(complete, key=lambda t: t.value) if complete else None
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         rows.append(
             {
                 "study": study_name(job.dataset, job.method),
+                "running": len(running),
                 "dataset": job.dataset,
                 "method": job.method,
                 "budget": job.trials,
