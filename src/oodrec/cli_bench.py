@@ -217,6 +217,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
     print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    return _finish(outcomes, out_dir)
+
+
+def _finish(outcomes: list, out_dir: str) -> int:
+    """Name each failed run with its error's last line; 1 when any failed, else 0."""
     failed = [o for o in outcomes if o.status == "failed"]
     for o in failed:
         last = (o.error or "").strip().splitlines()[-1:] or ["?"]
@@ -309,14 +314,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     runs = final_runs(spec, jobs, out_dir)
     print(f"{len(runs)} final run(s) -> {out_dir}", file=sys.stderr)
     outcomes = run_grid(runs, grid=str(args.grid), show_progress=not args.quiet)
-    failed = [o for o in outcomes if o.status == "failed"]
-    for o in failed:
-        last = (o.error or "").strip().splitlines()[-1:] or ["?"]
-        print(f"FAILED {o.name}: {last[0]}", file=sys.stderr)
-    if failed:
-        return 1
-    print(f"tables and figures: oodrec report {out_dir}")
-    return 0
+    return _finish(outcomes, out_dir)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
