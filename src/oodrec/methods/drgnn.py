@@ -37,7 +37,7 @@ from oodrec.methods.lightgcn import (
     pair_batches,
     uniform_probe,
 )
-from oodrec.models.lightgcn import symmetric_spmm
+from oodrec.models.lightgcn import layer_stack
 from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
 from oodrec.train.losses import l2_loss
@@ -235,11 +235,8 @@ class DRGNN(Method):
     def _propagate(self, adj: torch.Tensor):
         m = self.model
         ego = torch.cat([m.user_emb, m.item_emb])
-        layers, x = [ego], ego
-        for _ in range(m.num_layers):
-            x = symmetric_spmm(adj, x)
-            layers.append(x)
-        users, items = torch.stack(layers).mean(0).split([m.num_users, m.num_items])
+        pooled = layer_stack(adj, ego, m.num_layers).mean(0)
+        users, items = pooled.split([m.num_users, m.num_items])
         return users, items
 
     # ------------------------------------------------------------------ training

@@ -35,7 +35,7 @@ from oodrec.methods.lightgcn import (
     uniform_probe,
 )
 from oodrec.models.base import Embeddings
-from oodrec.models.lightgcn import _init_, symmetric_spmm
+from oodrec.models.lightgcn import _init_, layer_stack
 from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
 from oodrec.seeding import make_generator
@@ -178,12 +178,7 @@ class InvCF(Method):
         m = self.model
         pref = torch.cat([m.user_emb, m.item_emb])
         pego = torch.cat([self.user_pop[self.user_rank], self.item_pop[self.item_rank]])
-        x = torch.cat([pref, pego], 1)
-        layers = [x]
-        for _ in range(m.num_layers):
-            x = symmetric_spmm(m.adj, x)
-            layers.append(x)
-        pooled = torch.stack(layers).mean(0)
+        pooled = layer_stack(m.adj, torch.cat([pref, pego], 1), m.num_layers).mean(0)
         pooled_pref, pooled_pop = pooled.split([pref.shape[1], pego.shape[1]], 1)
         users, items = pooled_pref.split([m.num_users, m.num_items])
         emb = Embeddings(users=users, items=items, user_ego=m.user_emb, item_ego=m.item_emb)

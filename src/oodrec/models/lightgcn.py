@@ -30,6 +30,18 @@ def symmetric_spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return _SymmetricSpMM.apply(adj, x)
 
 
+def layer_stack(adj: torch.Tensor, ego: torch.Tensor, num_layers: int) -> torch.Tensor:
+    """LightGCN's layers ``[E, A E, ..., A^L E]`` (layer 0 included), stacked.
+
+    Shapes: adj [N, N] sparse, ego [N, D] -> [L+1, N, D]; ``.mean(0)`` is the pooled output.
+    """
+    layers, x = [ego], ego
+    for _ in range(num_layers):
+        x = symmetric_spmm(adj, x)
+        layers.append(x)
+    return torch.stack(layers)
+
+
 class LightGCN(Recommender):
     """LightGCN backbone: E^(l+1) = A_hat E^(l), E = mean_{l=0..L} E^(l) (layer 0 included).
 
@@ -74,12 +86,7 @@ class LightGCN(Recommender):
     def propagate(self) -> Embeddings:
         """All users' and items' pooled embeddings, with the per-layer stacks."""
         ego = torch.cat([self.user_emb, self.item_emb])  # [U+I, D]
-        layers = [ego]
-        x = ego
-        for _ in range(self.num_layers):
-            x = symmetric_spmm(self.adj, x)
-            layers.append(x)
-        stack = torch.stack(layers)  # [L+1, U+I, D]
+        stack = layer_stack(self.adj, ego, self.num_layers)  # [L+1, U+I, D]
         pooled = stack.mean(0)  # [U+I, D]
         users, items = pooled.split([self.num_users, self.num_items])
         return Embeddings(
