@@ -168,7 +168,9 @@ def _resume_config(args: argparse.Namespace, saved):
 def _format_table(metrics: dict[str, dict[str, float]], label: str) -> str:
     """The metrics table; a split the dataset lacks (no metrics) is shown as absent."""
     splits = ("val", "iid_test", "ood_test")
-    est = ("ips_", "strat_")
+    from oodrec.config import ESTIMATORS
+
+    est = tuple(f"{e}_" for e in ESTIMATORS)
     names = next((list(m) for m in metrics.values() if m), [])
     names = [n for n in names if not n.startswith(est)]
     head = f"{'split':<10}" + "".join(f"{n:>12}" for n in names)

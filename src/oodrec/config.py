@@ -234,6 +234,9 @@ class ExperimentConfig:
 
 SELECTION_METRICS = ("recall", "ndcg")
 """Metric families computed at every K of ``eval.ks`` (``recall@20``, ``ndcg@10``, ...)."""
+ESTIMATORS = ("ips", "strat")
+"""Prefixes of the OOD-aware val estimators (``ips_ndcg@20``, ``strat_recall@10``; see
+``oodrec.eval.estimators``)."""
 
 
 def validate_config(cfg: ExperimentConfig) -> None:
@@ -246,9 +249,7 @@ def validate_config(cfg: ExperimentConfig) -> None:
             ``select_rule=all_four`` without K = 10 and 20 in ``eval.ks``.
     """
     valid = [f"{m}@{k}" for m in SELECTION_METRICS for k in cfg.eval.ks]
-    estimators = [
-        f"{e}_{m}@{k}" for e in ("ips", "strat") for m in SELECTION_METRICS for k in cfg.eval.ks
-    ]
+    estimators = [f"{e}_{name}" for e in ESTIMATORS for name in valid]
     if cfg.train.select_metric in estimators:
         if cfg.train.select_on != "val":
             raise ConfigError(
@@ -528,6 +529,7 @@ __all__ = [
     "TrainConfig",
     "EvalConfig",
     "ExperimentConfig",
+    "ESTIMATORS",
     "SPLITS",
     "config_diff",
     "validate_config",

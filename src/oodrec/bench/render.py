@@ -88,7 +88,9 @@ def _md_cell(cell: Cell) -> str:
 def _label(selection: str) -> str:
     """The selection label with the test protocol always named (full ranking is unmarked in
     records; ``eval.protocol=candidates`` labels say so themselves)."""
-    return selection if "candidates" in selection else f"{selection}; full ranking"
+    from oodrec.train.selection import CANDIDATES_LABEL
+
+    return selection if selection.endswith(CANDIDATES_LABEL) else f"{selection}; full ranking"
 
 
 def to_markdown(table: Table) -> str:

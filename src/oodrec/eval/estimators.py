@@ -30,9 +30,6 @@ import torch
 from oodrec.eval.metrics import _discounts
 from oodrec.eval.ranking import CSR
 
-ESTIMATORS = ("ips", "strat")
-"""Prefixes of the estimator metrics (``ips_ndcg@20``, ``strat_recall@10``, ...)."""
-
 
 def ips_weights(item_degree: torch.Tensor, gamma: float, clip: float) -> torch.Tensor:
     """Inverse-popularity weights ``min(((d_max + 1) / (d + 1)) ** gamma, clip)``.
@@ -173,11 +170,6 @@ class ValEstimators:
             k: float((v[nonempty] / self._strat_users[nonempty]).mean())
             for k, v in self._strat.items()
         }
-
-
-def estimator_metric_names(ks: tuple[int, ...]) -> list[str]:
-    """Every estimator metric name, e.g. ``ips_ndcg@20``."""
-    return [f"{e}_{m}@{k}" for e in ESTIMATORS for m in ("recall", "ndcg") for k in ks]
 
 
 def describe_estimator(metric: str, ecfg: object) -> str | None:

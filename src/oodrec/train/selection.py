@@ -42,6 +42,11 @@ class Selector:
         )
 
 
+CANDIDATES_LABEL = "; test ranked among logged candidates"
+"""What ``eval.protocol=candidates`` appends to the selection label (reports name the protocol
+from it)."""
+
+
 def selection_label(tcfg: Any, ecfg: Any = None) -> str:
     """The label every output carries: ``selected on val``, ``selected on val by ESTIMATOR``
     for the OOD-aware val estimators, or ``TEST-SELECTED on SPLIT (...)`` for the published
@@ -57,7 +62,7 @@ def selection_label(tcfg: Any, ecfg: Any = None) -> str:
 
     ecfg = ecfg or EvalConfig()
     # the test protocol is part of the label, so tables never mix candidate and full ranking
-    tail = "; test ranked among logged candidates" if ecfg.protocol == "candidates" else ""
+    tail = CANDIDATES_LABEL if ecfg.protocol == "candidates" else ""
     if not tcfg.test_selected:
         from oodrec.eval.estimators import describe_estimator
 
