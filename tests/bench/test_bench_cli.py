@@ -147,3 +147,25 @@ def test_missing_data_fails_once_before_any_run(tmp_path, capsys, monkeypatch):
     assert "nothing was run" in err and "food/train.txt" in err and "yahoo_r3/train.txt" in err
     assert "no_such_dir" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_run_finished_by_another_bench_is_not_retrained(tmp_path):
+    """Two benches of one grid: a job planned as new before the other bench finished it is
+    planned again under the run's lock and skipped, so the finished run is not wiped."""
+    from oodrec.bench.runner import execute_job, plan_grid
+
+    grid = yaml.safe_load(SMOKE.read_text())
+    grid["out_dir"] = str(tmp_path / "runs")
+    grid["methods"] = grid["methods"][:1]
+    grid["seeds"] = [1]
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    runs = expand_grid(load_grid(path))
+    stale, _ = plan_grid(runs, grid=str(path))  # this bench's plan, made before the other ran
+    assert [j.action for j in stale] == ["new"]
+    assert main(["-q", "bench", str(path)]) == 0  # the other bench finishes the run
+    record = stale[0].path / "record.json"
+    before = record.stat().st_mtime_ns
+    outcome = execute_job(stale[0])
+    assert outcome.status == "skipped", outcome.error
+    assert record.stat().st_mtime_ns == before

@@ -10,7 +10,9 @@ point. Before anything runs, each run directory is checked against the run's res
 * different config: an error naming the differing keys, unless ``force`` (then it is rerun).
 
 A run directory has one writer: each run holds its lock (``train.runs.RunLock``) while it runs,
-so a second bench or ``oodrec train`` on the same directory fails naming the holder's PID.
+so a second bench or ``oodrec train`` on the same directory fails naming the holder's PID. Each
+run is planned again under its lock, so two benches of one grid (say on two machines sharing
+the run directories) split its runs without retraining what the other finished.
 
 Executors (``bench.executors``): ``local`` (this process, or a pool of spawned workers) and
 ``ray`` (one Ray task per run).
@@ -197,11 +199,17 @@ def execute_job(job: Job) -> RunOutcome:
 
     t0 = time.perf_counter()
     try:
-        resume = job.action == "resume"
         dataset = _load_dataset(job.run.config)
         # one writer per run directory: a second bench or train on it fails with the holder's PID
         with RunDir(job.path).lock("bench"):
-            if job.action == "restart":
+            # planned when the grid started; another bench on the same grid may have finished or
+            # started this run since, so decide again under the lock (never retrain a finished run)
+            action = plan_run(job.run, job.path, force=job.action == "restart")
+            if action == "skip":
+                logger.info("run %s: finished meanwhile by another process; skipped", job.run.name)
+                return RunOutcome(job.run.name, "skipped", time.perf_counter() - t0)
+            resume = action == "resume"
+            if action == "restart":
                 RunDir(job.path).clear()
             write_bench_info(job)
             train(job.run.config, dataset, run_dir=job.path, resume=resume, command="bench")
