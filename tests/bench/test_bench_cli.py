@@ -169,3 +169,40 @@ def test_a_run_finished_by_another_bench_is_not_retrained(tmp_path):
     outcome = execute_job(stale[0])
     assert outcome.status == "skipped", outcome.error
     assert record.stat().st_mtime_ns == before
+
+
+def test_a_run_another_process_writes_fails_with_one_line_naming_it(tmp_path):
+    from oodrec.bench.runner import execute_job, plan_grid
+    from oodrec.train.lock import LOCK_FILE
+
+    grid = yaml.safe_load(SMOKE.read_text())
+    grid["out_dir"] = str(tmp_path / "runs")
+    grid["methods"], grid["seeds"] = grid["methods"][:1], [1]
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    (job,), _ = plan_grid(expand_grid(load_grid(path)), grid=str(path))
+    job.path.mkdir(parents=True)
+    holder = subprocess.Popen(  # another process holds the run's lock, as a second bench would
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(job.path / LOCK_FILE)!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.write(fd, f'{os.getpid()} oodrec bench since now'.encode())\n"
+            "print('held', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        outcome = execute_job(job)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert outcome.status == "failed"
+    assert "Traceback" not in outcome.error
+    assert f"PID {holder.pid}" in outcome.error and str(job.path) in outcome.error
+    assert not (job.path / "config.yaml").exists()  # nothing written into the busy run

@@ -32,7 +32,7 @@ import yaml
 
 from oodrec.bench.grid import GridRun
 from oodrec.config import ExperimentConfig, config_diff, from_dict, to_dict
-from oodrec.errors import ConfigError, RunError
+from oodrec.errors import ConfigError, OodrecError, RunError
 from oodrec.train.runs import RunDir, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ def execute_job(job: Job) -> RunOutcome:
         job: the planned job (``new``, ``resume`` or ``restart``).
 
     Returns:
-        The outcome; a failed run carries its traceback.
+        The outcome; a failed run carries its error (the traceback of an unexpected one).
     """
     from oodrec.train.loop import train
 
@@ -215,6 +215,9 @@ def execute_job(job: Job) -> RunOutcome:
             train(job.run.config, dataset, run_dir=job.path, resume=resume, command="bench")
         status = "resumed" if resume else "finished"
         return RunOutcome(job.run.name, status, time.perf_counter() - t0)
+    except OodrecError as exc:  # a clear message (a busy run, bad data or config): no traceback
+        logger.error("run %s failed: %s", job.run.name, exc)
+        return RunOutcome(job.run.name, "failed", time.perf_counter() - t0, str(exc))
     except Exception:  # noqa: BLE001 - one failed run must not stop the grid
         text = traceback.format_exc()
         logger.error("run %s failed:\n%s", job.run.name, text)
