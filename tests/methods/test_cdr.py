@@ -256,3 +256,28 @@ def test_sparse_encoder_equals_the_dense_one():
     net.train()  # dropout keeps or drops nonzeros only, scaled by 1 / (1 - p)
     got = net.encode(x, torch.Generator().manual_seed(1))
     assert got.shape == want.shape and torch.isfinite(got).all()
+
+
+def test_folded_decoder_equals_the_per_cluster_one_values_and_gradients():
+    """With a one-layer p2, the clusters fold into the weight (one product, no [B, C, I]); the
+    logits and every gradient equal the official per-cluster form."""
+    from oodrec.models.cdr import CDRNetwork
+
+    gen = torch.Generator().manual_seed(0)
+    net = CDRNetwork(7, (6,), (), (), 3, 4, 3, 0.5, 0.1, 1.0, 0.5, False, 0.5, generator=gen)
+    z = torch.randn(5, 4, generator=gen)
+    w_ck = net.graph_weights(net.w_ck, gen)
+    w_cd = net.graph_weights(net.w_cd, gen)
+    grads = []
+    for decode in (net.decode, net.decode_per_cluster):
+        net.zero_grad()
+        leaves = [t.detach().requires_grad_() for t in (z, w_ck, w_cd)]
+        out = decode(*leaves)
+        (out * torch.arange(35.0).view(5, 7)).sum().backward()
+        layer = net.decoder[0]
+        grads.append((out.detach(), layer.weight.grad, layer.bias.grad, *(t.grad for t in leaves)))
+    for folded, literal in zip(*grads):
+        assert torch.allclose(folded, literal, atol=1e-5)
+    # a deeper p2 has a tanh between the layers: the literal form is used
+    deep = CDRNetwork(7, (6,), (), (5,), 3, 4, 3, 0.5, 0.1, 1.0, 0.5, False, 0.5, generator=gen)
+    assert torch.equal(deep.decode(z, w_ck, w_cd), deep.decode_per_cluster(z, w_ck, w_cd))

@@ -204,11 +204,35 @@ class CDRNetwork(nn.Module):
             a = self.bn_a(a)
         mu_z, logvar_z = _run(self.transition, torch.cat([a, z_prev], 1)).split(self.z_dim, 1)
         z = self._sample(mu_z, logvar_z, gen)  # [B, K]
-        h = z.unsqueeze(1) * self.graph_weights(self.w_ck, gen)  # [B, C, K]
-        per_cluster = _run(self.decoder, h)  # [B, C, I]
+        w_ck = self.graph_weights(self.w_ck, gen)  # [C, K]
         w_cd = self.graph_weights(self.w_cd, gen)  # [C, I]
-        logits = (per_cluster * w_cd).sum(1) / self.tau  # [B, I]
-        return SliceOutput(logits, mu, logvar, z)
+        return SliceOutput(self.decode(z, w_ck, w_cd), mu, logvar, z)
+
+    def decode(self, z: torch.Tensor, w_ck: torch.Tensor, w_cd: torch.Tensor) -> torch.Tensor:
+        """logits = sum_c MLP_p2(z * W~_CK[c]) * W~_CD[c] / tau.
+
+        With a one-layer p2 (the official default, p2 = []) the sum over clusters folds into
+        the weight: sum_c ((z * w_ck[c]) W^T + b) * w_cd[c] = z (W^T * (w_ck^T w_cd)) + b * sum_c
+        w_cd[c]. That is one [B, K] x [K, I] product instead of C of them and no [B, C, I]
+        tensor (the decoder was half of a CDR step); ``decode_per_cluster`` is the literal form.
+
+        Shapes: z [B, K], w_ck [C, K], w_cd [C, I] -> [B, I].
+        """
+        if len(self.decoder) != 1:
+            return self.decode_per_cluster(z, w_ck, w_cd)
+        layer = self.decoder[0]
+        folded = layer.weight.T * (w_ck.T @ w_cd)  # [K, I]
+        return torch.addmm(layer.bias * w_cd.sum(0), z, folded) / self.tau
+
+    def decode_per_cluster(
+        self, z: torch.Tensor, w_ck: torch.Tensor, w_cd: torch.Tensor
+    ) -> torch.Tensor:
+        """``decode`` as the official code computes it, cluster by cluster (any p2).
+
+        Shapes: z [B, K], w_ck [C, K], w_cd [C, I] -> [B, I].
+        """
+        per_cluster = _run(self.decoder, z.unsqueeze(1) * w_ck)  # [B, C, I]
+        return (per_cluster * w_cd).sum(1) / self.tau
 
     def rollout(
         self, slices: Iterable[torch.Tensor], gen: torch.Generator | None = None
