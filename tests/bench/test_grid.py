@@ -197,3 +197,11 @@ def test_option_templates_are_filled_per_run():
     bad = {"name": "x", "model": "hdrm", "options": {"backbone_run": "{nope}/r"}}
     with pytest.raises(ConfigError, match="unknown placeholder"):
         expand_grid(parse_grid({"methods": [bad], "datasets": ["food"], "seeds": [1]}, "g.yaml"))
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).parents[2] / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_grid_file_loads_and_expands(path):
+    runs = expand_grid(load_grid(path))
+    assert runs and len({r.name for r in runs}) == len(runs)
