@@ -3,10 +3,10 @@
 A model that has collapsed towards a popularity ranking recommends few distinct items, all of
 them popular; on a popularity-shifted OOD test (Yelp2018: held-out items drawn with probability
 proportional to 1 / popularity) it then scores near zero. For each run directory, the best
-checkpoint ranks every item for every user (the user's training items masked, as in the
-evaluation) and this prints: distinct items over all top-K lists, the median training popularity
-of those items and of the OOD-test items, and the share of distinct OOD-test items that appear in
-some top-K list.
+checkpoint ranks every item for every user (the user's training and val items masked, as the
+evaluation masks them for the OOD test) and this prints: distinct items over all top-K lists,
+the median training popularity of those items and of the OOD-test items, and the share of
+distinct OOD-test items that appear in some top-K list.
 
 Usage::
 
@@ -20,7 +20,8 @@ import argparse
 
 import torch
 
-from oodrec.eval.ranking import CSR
+from oodrec.eval.evaluate import Evaluator
+from oodrec.eval.ranking import mask_history
 from oodrec.train.reload import load_run
 
 
@@ -30,14 +31,13 @@ def coverage(run_dir: str, k: int, batch: int) -> dict[str, float]:
     ds = run.dataset
     train, ood = ds.splits["train"], ds.splits["ood_test"]
     pop = torch.bincount(train.items, minlength=ds.num_items)
-    seen = CSR(train.users, train.items, ds.num_users)
+    masks = Evaluator(ds, run.cfg.eval, torch.device("cpu")).masks["ood_test"]
     score = run.method.scorer()
     hit = torch.zeros(ds.num_items, dtype=torch.bool)
     for start in range(0, ds.num_users, batch):
         users = torch.arange(start, min(start + batch, ds.num_users))
         scores = score(users).float()
-        rows, items = seen.gather(users)
-        scores[rows, items] = float("-inf")  # the user's training items, as in the evaluation
+        mask_history(scores, users, masks)  # the evaluation's masks for the OOD test
         hit[scores.topk(k, dim=1).indices.reshape(-1)] = True
     ood_items = ood.items.unique()
     return {
