@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU check: the gpu test tier, then seconds per epoch and per evaluation of LightGCN + RNS and
-# + CNSDiff on Food and Yelp2018, printed as a table that names the card.
+# GPU check: the gpu test tier (every sampler and every method, on CUDA), then seconds per epoch
+# and per evaluation of LightGCN + RNS and + CNSDiff on Food and Yelp2018, and of the other
+# methods (MODELS) on Food, printed as a table that names the card.
 #
 # Usage (from anywhere; designed to finish within 5 minutes on one H100):
 #   benchmarks/gpu_check.sh
@@ -11,6 +12,8 @@
 #                the repository root)
 #   REPEATS      timed epochs / evaluations per run, after one warm-up epoch (default 5)
 #   STEP_TIMEOUT seconds allowed per step before it is killed and reported (default 150)
+#   MODELS       methods other than LightGCN timed on Food (default: cdr causaldiff hdrm_backbone
+#                invcf advinfonce; empty to skip)
 #   PYTHON       interpreter (default python)
 #
 # Exit status: 0 when every step passed; 2 without CUDA or data; 1 when a step failed.
@@ -22,6 +25,7 @@ PYTHON="${PYTHON:-python}"
 DATA="${OODREC_DATA:-$ROOT/../shared/data}"
 REPEATS="${REPEATS:-5}"
 STEP_TIMEOUT="${STEP_TIMEOUT:-150}"
+MODELS="${MODELS-cdr causaldiff hdrm_backbone invcf advinfonce}"
 export OODREC_DATA="$DATA"
 OODREC_CLI='import sys; from oodrec.cli import main; sys.exit(main())'  # = the oodrec command
 
@@ -52,24 +56,31 @@ PYTEST_LINE="$(tail -n 1 "$LOG/pytest.txt")"
 echo "$PYTEST_LINE ($((SECONDS - START)) s)"
 
 ROWS=()
-for ds in food yelp2018; do
-    extra=()
+# time DATASET LABEL SPEED-ARGS...: one `oodrec speed` on CUDA, one table row
+time_one() {
+    local ds="$1" label="$2"; shift 2
+    local extra=()
     [[ "$ds" == yelp2018 ]] && extra=(--on-bad-lines skip)  # two malformed lines at its top
+    echo "== oodrec speed --dataset $ds $*"
+    local out="$LOG/speed-$ds-$label.txt" start=$SECONDS epoch eval_s
+    if timeout "$STEP_TIMEOUT" "$PYTHON" -c "$OODREC_CLI" speed --dataset "$ds" \
+            --data-dir "$DATA" "$@" --device cuda --repeats "$REPEATS" \
+            "${extra[@]}" >"$out" 2>&1; then
+        epoch="$(sed -n 's/^epoch seconds: median \([0-9.]*\).*/\1/p' "$out")"
+        eval_s="$(sed -n 's/^eval seconds.*median \([0-9.]*\).*/\1/p' "$out")"
+    else
+        echo "FAILED or timed out after $((SECONDS - start)) s (see $out)"; tail -n 20 "$out"
+        epoch="FAILED"; eval_s="FAILED"; STATUS=1
+    fi
+    ROWS+=("| $ds | $label | ${epoch:-?} | ${eval_s:-?} | $((SECONDS - start)) |")
+}
+for ds in food yelp2018; do
     for sampler in rns cnsdiff; do
-        echo "== oodrec speed --dataset $ds --sampler $sampler"
-        out="$LOG/speed-$ds-$sampler.txt"
-        START=$SECONDS
-        if timeout "$STEP_TIMEOUT" "$PYTHON" -c "$OODREC_CLI" speed --dataset "$ds" \
-                --data-dir "$DATA" --sampler "$sampler" --device cuda --repeats "$REPEATS" \
-                "${extra[@]}" >"$out" 2>&1; then
-            epoch="$(sed -n 's/^epoch seconds: median \([0-9.]*\).*/\1/p' "$out")"
-            eval_s="$(sed -n 's/^eval seconds.*median \([0-9.]*\).*/\1/p' "$out")"
-        else
-            echo "FAILED or timed out after $((SECONDS - START)) s (see $out)"; tail -n 20 "$out"
-            epoch="FAILED"; eval_s="FAILED"; STATUS=1
-        fi
-        ROWS+=("| $ds | $sampler | ${epoch:-?} | ${eval_s:-?} | $((SECONDS - START)) |")
+        time_one "$ds" "$sampler" --sampler "$sampler"
     done
+done
+for model in $MODELS; do
+    time_one food "$model" --model "$model"
 done
 
 echo

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from oodrec.config import DataConfig, ExperimentConfig, SamplerConfig, TrainConfig
+from oodrec.config import (
+    DataConfig,
+    ExperimentConfig,
+    SamplerConfig,
+    TrainConfig,
+    apply_overrides,
+)
 from oodrec.data.dataset import load_dataset
 from oodrec.train.loop import train
 
@@ -25,3 +31,21 @@ def test_one_epoch_on_cuda(tiny_dir, sampler):
     res = train(cfg, load_dataset(cfg.data))
     assert res.record["environment"]["device"].startswith("cuda")
     assert 0.0 <= res.metrics["ood_test"]["recall@20"] <= 1.0
+
+
+def _method_names() -> list[str]:
+    from oodrec.methods import METHODS
+
+    return METHODS.names()
+
+
+@pytest.mark.parametrize("name", _method_names())
+def test_every_method_trains_and_evaluates_on_cuda(tiny_dir, name):
+    """Each registered method (its contract suite's fast settings), two epochs on CUDA."""
+    from methods.test_contract import _cfg  # tests/ is on sys.path (rootdir conftest)
+
+    cfg = apply_overrides(_cfg(tiny_dir, name, epochs=2), ["train.device=cuda"])
+    res = train(cfg, load_dataset(cfg.data))
+    assert res.record["environment"]["device"].startswith("cuda")
+    for split in ("val", "iid_test", "ood_test"):
+        assert 0.0 <= res.metrics[split]["ndcg@20"] <= 1.0

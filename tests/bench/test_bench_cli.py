@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -30,7 +31,7 @@ def _restore_threads():
     torch.set_num_threads(threads)
 
 
-def test_smoke_bench_then_report(tmp_path, capsys):
+def test_smoke_bench_then_report(tmp_path, capsys, caplog):
     runs = tmp_path / "runs"
     assert main(["-q", "bench", str(SMOKE), "--out", str(runs)]) == 0
     n = len(_smoke_names())
@@ -59,6 +60,14 @@ def test_smoke_bench_then_report(tmp_path, capsys):
     if _has_matplotlib():
         made = {p.name for p in (out / "figures").iterdir()}
         assert {"fig1_synthetic.png", "fig1_synthetic.pdf", "fig5_synthetic.png"} <= made
+        # a run whose checkpoints are gone (pruned, or not copied back from a GPU machine) is
+        # left out of Figure 1's buckets with a warning naming it; the tables keep it
+        (runs / names[0] / "checkpoints" / "best.pt").unlink()
+        with caplog.at_level(logging.WARNING, logger="oodrec.bench.plots"):
+            assert main(["-q", "report", str(runs), "--out", str(tmp_path / "r2"), figures]) == 0
+        assert "1 run(s) without checkpoints/best.pt left out" in caplog.text
+        assert names[0] in caplog.text
+        assert (tmp_path / "r2" / "table1.md").read_text() == table
 
 
 def _has_matplotlib() -> bool:

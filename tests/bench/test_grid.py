@@ -139,6 +139,31 @@ def test_gpu_pinning_only_for_plain_cuda_runs(monkeypatch, tmp_path):
     assert _cuda_devices(jobs("cuda:1")) == []  # explicit devices are not remapped
 
 
+def test_a_run_finished_elsewhere_counts_as_done_but_an_unfinished_one_conflicts(tmp_path):
+    """Finished on a GPU machine (or with other threads), it is skipped; unfinished, refused."""
+    from oodrec.bench.runner import plan_run
+    from oodrec.config import to_dict
+    from oodrec.errors import RunError
+
+    data = dict(GRID, sweep={}, datasets=["food"], seeds=[1])
+
+    def run(*overrides: str):
+        return expand_grid(parse_grid(data), list(overrides), out_dir=str(tmp_path))[0]
+
+    cpu = run("train.device=cpu", "train.threads=1")
+    path = tmp_path / cpu.name
+    path.mkdir()
+    gpu_cfg = run("train.device=cuda", "train.threads=4").config
+    (path / "config.yaml").write_text(yaml.safe_dump(to_dict(gpu_cfg)))
+    with pytest.raises(RunError, match=r"unfinished run with a different config: train.device"):
+        plan_run(cpu, path)
+    (path / "record.json").write_text("{}")
+    assert plan_run(cpu, path) == "skip"
+    assert plan_run(cpu, path, force=True) == "restart"
+    with pytest.raises(RunError, match=r"finished run with a different config: train.device.*lr"):
+        plan_run(run("train.lr=0.5"), path)  # a result-changing key still conflicts
+
+
 def test_model_entries_and_plain_model_names():
     spec = parse_grid(
         {

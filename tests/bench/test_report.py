@@ -146,3 +146,19 @@ def test_named_baseline_replaces_the_strongest_other_method(runs_dir, tmp_path):
     assert len(row) == 1 and ",cnsdiff,rns," in row[0]
     write_report(runs_dir, tmp_path / "none", target="cnsdiff", baseline="nosuch")
     assert "no improvement row" in (tmp_path / "none" / "table1.md").read_text()
+
+
+def test_runtime_rows_split_by_device(tmp_path):
+    """Seeds run on a CPU and on a GPU get one runtime row each, never one mixed median."""
+    import json
+
+    for seed, secs in ((1, (10.0, 10.0)), (2, (0.5, 0.5)), (3, (0.7, 0.7))):
+        path = write_run(tmp_path, f"food-rns-seed{seed}", seed=seed, epoch_seconds=secs)
+        if seed > 1:
+            record = json.loads((path / "record.json").read_text())
+            record["environment"].update(device="cuda", device_name="NVIDIA H100")
+            (path / "record.json").write_text(json.dumps(record))
+    (runtime,) = build_tables(load_runs(tmp_path))["runtime"]
+    rows = {r[3].text: [c.text for c in r] for r in runtime.rows}
+    assert rows["x86_64"][2:] == ["cpu", "x86_64", "2", "2.x", "1", "10.000", "–"]
+    assert rows["NVIDIA H100"][2:] == ["cuda", "NVIDIA H100", "2", "2.x", "2", "0.600", "–"]

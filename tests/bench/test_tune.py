@@ -170,3 +170,22 @@ def test_two_workers_share_one_study(tmp_path):
     # other's last trial still running
     assert all("synthetic/rns" in out for out, _ in outs)
     assert any("4/4" in out for out, _ in outs)
+
+
+def test_surplus_trials_are_not_logged_as_failures_but_real_failures_are():
+    import logging
+
+    from oodrec.bench.tune import _QuietSurplus
+
+    quiet = _QuietSurplus()
+
+    def passes(msg: str) -> bool:
+        return quiet.filter(logging.LogRecord("optuna", logging.WARNING, "", 0, msg, None, None))
+
+    assert not passes(
+        "Trial 12 failed with parameters: {} because of the following error: _Surplus()."
+    )
+    assert not passes("Trial 12 failed with value None.")
+    assert passes("Trial 13 failed with parameters: {} because of the following error: OSError().")
+    assert passes("Trial 13 failed with value None.")
+    assert passes("A new study created in RDB with name: x")

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import statistics
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -154,19 +155,31 @@ def figure1(
     """Figure 1 per dataset: per-bucket OOD Recall@20 and FHN ratio per method."""
     import numpy as np
 
+    from oodrec.train.runs import RunDir
+
     written: list[Path] = []
     cache: dict[str, Any] = {}
     for dataset, ds_runs in _by([r for r in runs if is_main_run(r)], lambda r: r.dataset).items():
         methods = _by(ds_runs, lambda r: r.label)
         fig, (ax_b, ax_f) = _figure(2)
         width = 0.8 / max(len(methods), 1)
+        omitted: list[str] = []
         for i, (method, group) in enumerate(methods.items()):
-            # A run that cannot be reloaded is an error naming it (RunError), never a silent skip.
-            per_seed = [run_bucket_recall(r, data_dir=data_dir, _cache=cache) for r in group]
+            # A run whose checkpoints were deleted (or never copied back from another machine)
+            # is left out of the bucket panel, counted on the figure and logged; a checkpoint that
+            # is there but cannot be reloaded is an error naming it (RunError), never a skip.
+            kept = [r for r in group if RunDir(Path(r.path)).best_ckpt.is_file()]
+            omitted += [Path(r.path).name for r in group if r not in kept]
+            if not kept:
+                continue
+            per_seed = [run_bucket_recall(r, data_dir=data_dir, _cache=cache) for r in kept]
             arr = np.array(per_seed)  # [seeds, buckets]
             x = np.arange(arr.shape[1]) + (i - (len(methods) - 1) / 2) * width
-            err = np.nanstd(arr, 0, ddof=1) if len(arr) > 1 else None
-            ax_b.bar(x, np.nanmean(arr, 0), width, yerr=err, label=method, capsize=2, color=f"C{i}")
+            with warnings.catch_warnings():  # a bucket with no test item is NaN: no bar
+                warnings.simplefilter("ignore", RuntimeWarning)
+                err = np.nanstd(arr, 0, ddof=1) if len(arr) > 1 else None
+                mean = np.nanmean(arr, 0)
+            ax_b.bar(x, mean, width, yerr=err, label=method, capsize=2, color=f"C{i}")
         ax_b.set_xticks(range(NUM_BUCKETS), [f"Q{q + 1}" for q in range(NUM_BUCKETS)])
         ax_b.set_xlabel("item popularity bucket (training degree, Q1 = least popular)")
         ax_b.set_ylabel("OOD Recall@20")
@@ -178,7 +191,17 @@ def figure1(
                 ax_f.bar([method], [mean], yerr=[std], capsize=2, color=f"C{i}")
         ax_f.set_ylabel("false-hard-negative ratio")
         ax_f.tick_params(axis="x", rotation=30, labelsize=7)
-        fig.suptitle(f"{dataset}: popularity buckets and FHN ({runs[0].selection})", fontsize=9)
+        title = f"{dataset}: popularity buckets and FHN ({runs[0].selection})"
+        if omitted:
+            logger.warning(
+                "figure 1 (%s): %d run(s) without checkpoints/best.pt left out of the popularity "
+                "buckets: %s",
+                dataset,
+                len(omitted),
+                ", ".join(omitted),
+            )
+            title += f"\nbuckets omit {len(omitted)} run(s) without a best checkpoint"
+        fig.suptitle(title, fontsize=9)
         written += _save(fig, out_dir, f"fig1_{dataset}{suffix}")
     return written
 

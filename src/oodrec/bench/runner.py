@@ -5,7 +5,8 @@ Every run is trained exactly as ``oodrec train`` does (same run directory layout
 point. Before anything runs, each run directory is checked against the run's resolved config:
 
 * no ``config.yaml``: a new run;
-* same config (``out_dir`` aside), ``record.json`` present: skipped;
+* same config (``out_dir`` aside), ``record.json`` present: skipped; also when only
+  ``train.device`` or ``train.threads`` differ (:data:`EXECUTION_KEYS`);
 * same config, no ``record.json``: resumed from its last checkpoint (``train(resume=True)``);
 * different config: an error naming the differing keys, unless ``force`` (then it is rerun).
 
@@ -40,6 +41,11 @@ logger = logging.getLogger(__name__)
 BENCH_FILE = "bench.json"
 IGNORED_KEYS = ("out_dir",)
 """Config keys that do not change a run's results and are not compared."""
+EXECUTION_KEYS = ("train.device", "train.threads")
+"""Where and how a run executes. A finished run that differs from the grid only in these keys
+counts as done (a grid finished partly on a GPU machine, or run again without ``--set
+train.threads=1``); its record names the device and threads it used. An unfinished one is still a
+conflict: resuming it elsewhere would mix two devices or thread counts in one run."""
 RAY_MISSING = "the ray executor needs Ray: pip install 'oodrec[ray]'"
 
 Action = Literal["new", "resume", "restart", "skip"]
@@ -90,6 +96,11 @@ def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     return norm
 
 
+def _execution_only(diff_line: str) -> bool:
+    """Whether a :func:`config_diff` line is about an :data:`EXECUTION_KEYS` key."""
+    return diff_line.split(" (", 1)[0] in EXECUTION_KEYS
+
+
 def plan_run(run: GridRun, path: Path, force: bool = False) -> Action:
     """Decide what to do with ``run`` given what its directory holds.
 
@@ -115,6 +126,11 @@ def plan_run(run: GridRun, path: Path, force: bool = False) -> Action:
         diff = [f"unreadable config.yaml: {exc}"]
     if not diff:
         return "skip" if state == "finished" else "resume"
+    if state == "finished" and not force and all(_execution_only(d) for d in diff):
+        logger.info(
+            "%s: finished with other execution settings (%s); skipped", path.name, "; ".join(diff)
+        )
+        return "skip"
     if force:
         return "restart"
     shown = "; ".join(diff[:4]) + (f"; ... ({len(diff)} keys)" if len(diff) > 4 else "")

@@ -204,10 +204,11 @@ def runtime_table(runs: list[RunRecord]) -> Table | None:
         label_columns=["method", "dataset", "device", "device name", "threads", "torch"],
         columns=["runs", "s/epoch", "s/eval"],
     )
-    groups = group_by(runs, lambda r: f"{r.label}\0{r.dataset}")
+    # one row per device name too: a median over CPU and GPU epochs would describe neither
+    groups = group_by(runs, lambda r: f"{r.label}\0{r.dataset}\0{_env_value(r, 'device_name')}")
     for key in sorted(groups, key=lambda k: (k.split("\0")[1], k)):
         group = groups[key]
-        method, dataset = key.split("\0")
+        method, dataset, _ = key.split("\0")
         epoch = [row["epoch_seconds"] for r in group for row in r.epochs if "epoch_seconds" in row]
         evals = [row["eval_seconds"] for r in group for row in r.epochs if "eval_seconds" in row]
         if not epoch:  # no epochs.jsonl: fall back on the records' medians
@@ -235,7 +236,7 @@ def runtime_table(runs: list[RunRecord]) -> Table | None:
         )
     table.notes.append(
         "device name: the CPU model for CPU runs, the GPU for CUDA runs; device and threads as "
-        "recorded in each run's environment"
+        "recorded in each run's environment; runs on different devices get separate rows"
     )
     return table
 

@@ -307,6 +307,26 @@ class _Surplus(Exception):
     """A trial started by a worker after others had already claimed the whole budget."""
 
 
+class _QuietSurplus(logging.Filter):
+    """Drops Optuna's two warnings (one with a traceback) about a trial that ended in
+    :class:`_Surplus`. That is the normal way a worker learns the budget is claimed, and the trial
+    counts for nothing; other failed trials are still logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._numbers: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if not msg.startswith("Trial "):
+            return True
+        number = msg.split(" ", 2)[1]
+        if "_Surplus()" in msg:
+            self._numbers.add(number)
+            return False
+        return number not in self._numbers
+
+
 # ---------------------------------------------------------------------------- trials
 
 
@@ -379,14 +399,20 @@ def work_on(job: StudyJob) -> dict[str, Any]:
     study = open_study(job.url, name, job.tune)
     objective = _objective(job)
     ran = 0
-    while len(finished(study)) < job.trials:
-        try:
-            study.optimize(objective, n_trials=1, catch=(_Surplus,))
-        finally:
-            surplus = objective.surplus  # type: ignore[attr-defined]
-        if surplus:
-            break  # the rest of the budget is running in other workers
-        ran += 1
+    optuna_log = logging.getLogger("optuna.study._optimize")
+    quiet = _QuietSurplus()
+    optuna_log.addFilter(quiet)
+    try:
+        while len(finished(study)) < job.trials:
+            try:
+                study.optimize(objective, n_trials=1, catch=(_Surplus,))
+            finally:
+                surplus = objective.surplus  # type: ignore[attr-defined]
+            if surplus:
+                break  # the rest of the budget is running in other workers
+            ran += 1
+    finally:
+        optuna_log.removeFilter(quiet)
     return {"study": name, "finished": len(finished(study)), "ran": ran}
 
 

@@ -29,10 +29,10 @@ def normalized_adjacency(
     n = num_users + num_items
     rows = torch.cat([users, items + num_users])
     cols = torch.cat([items + num_users, users])
-    vals = torch.ones(rows.numel(), dtype=torch.float32)
+    vals = torch.ones(rows.numel(), dtype=torch.float32, device=rows.device)
     if weights is not None:
         vals = torch.cat([weights, weights]).float()
-    deg = torch.zeros(n, dtype=torch.float32).index_add_(0, rows, vals)
+    deg = torch.zeros(n, dtype=torch.float32, device=rows.device).index_add_(0, rows, vals)
     inv_sqrt = torch.where(deg > 0, deg.clamp_min(1e-12).rsqrt(), torch.zeros_like(deg))
     vals = inv_sqrt[rows] * vals * inv_sqrt[cols]
     coo = torch.sparse_coo_tensor(

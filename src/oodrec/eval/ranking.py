@@ -17,7 +17,7 @@ class CSR:
         order = torch.argsort(users * width + items)
         self.indices = items[order]
         counts = torch.bincount(users, minlength=num_users)
-        self.indptr = torch.zeros(num_users + 1, dtype=torch.long)
+        self.indptr = torch.zeros(num_users + 1, dtype=torch.long, device=users.device)
         self.indptr[1:] = counts.cumsum(0)
         self.num_users = num_users
         self._keys: tuple[int, torch.Tensor] | None = None  # (num_cols, sorted pair keys)
