@@ -230,3 +230,31 @@ def test_option_templates_are_filled_per_run():
 def test_every_shipped_grid_file_loads_and_expands(path):
     runs = expand_grid(load_grid(path))
     assert runs and len({r.name for r in runs}) == len(runs)
+
+
+def test_part_of_a_grid_has_the_whole_grids_run_names_and_configs(tmp_path, capsys):
+    from oodrec.bench.grid import restrict_grid
+    from oodrec.cli import main
+
+    spec = load_grid(_write(tmp_path, GRID))
+    whole = {r.name: r.config for r in expand_grid(spec)}
+    part = expand_grid(restrict_grid(spec, ["yelp2018"], ["dns-slow", "rns"], [2]))
+    assert len(part) == 2 * 4  # two methods x four sweep points
+    assert all(whole[r.name] == r.config for r in part)
+    assert {r.config.data.dataset for r in part} == {"yelp2018"} and {r.seed for r in part} == {2}
+    assert [r.name.split("-seed")[0] for r in part][:2] == ["yelp2018-rns", "yelp2018-rns"]
+    with pytest.raises(ConfigError, match=r"--methods 'dns' is not in the grid's methods: rns, cf"):
+        restrict_grid(spec, methods=["dns"])
+    with pytest.raises(ConfigError, match=r"--seeds 3 is not in the grid's seeds: 1, 2"):
+        restrict_grid(spec, seeds=[3])
+    grid = str(_write(tmp_path, GRID))
+    out = str(tmp_path / "runs")
+    assert (
+        main(["bench", grid, "--out", out, "--dry-run", "--datasets", "food", "--seeds", "1"]) == 0
+    )
+    listed = capsys.readouterr().out
+    assert "12 run(s)" in listed and "yelp2018" not in listed and "seed2" not in listed
+    assert main(["bench", grid, "--dry-run", "--datasets", "kuairec"]) == 2
+    assert "--datasets 'kuairec' is not in the grid's datasets: food, yelp2018" in (
+        capsys.readouterr().err
+    )

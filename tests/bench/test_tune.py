@@ -189,3 +189,19 @@ def test_surplus_trials_are_not_logged_as_failures_but_real_failures_are():
     assert passes("Trial 13 failed with parameters: {} because of the following error: OSError().")
     assert passes("Trial 13 failed with value None.")
     assert passes("A new study created in RDB with name: x")
+
+
+def test_status_of_part_of_the_studies(tmp_path, capsys):
+    from oodrec.cli import main
+
+    data = yaml.safe_load(yaml.safe_dump(GRID))
+    data["methods"].append({"name": "dns", "sampler": "dns"})
+    data["out_dir"] = str(tmp_path / "out")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(data))
+    assert main(["tune", str(grid), "--status"]) == 0
+    both = capsys.readouterr().out
+    assert "synthetic/rns" in both and "synthetic/dns" in both
+    assert main(["tune", str(grid), "--status", "--methods", "dns"]) == 0
+    one = capsys.readouterr().out
+    assert "synthetic/dns" in one and "synthetic/rns" not in one

@@ -259,6 +259,41 @@ def load_grid(path: str | Path) -> GridSpec:
     return parse_grid(read_yaml(path, "grid file"), source=str(path))
 
 
+def restrict_grid(
+    spec: GridSpec,
+    datasets: list[str] | None = None,
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+) -> GridSpec:
+    """The part of ``spec`` with only the named datasets, methods (by ``name``) and seeds.
+
+    Run names, configs and out_dir are unchanged, so a grid split this way (across machines, or
+    one dataset at a time) writes exactly the run directories the whole grid would.
+
+    Raises:
+        ConfigError: a name or seed the grid does not have; the message lists what it has.
+    """
+
+    def pick(kind: str, wanted: list | None, have: tuple) -> tuple:
+        if wanted is None:
+            return have
+        missing = [w for w in wanted if w not in have]
+        if missing:
+            shown = ", ".join(str(h) for h in have)
+            raise _fail(
+                spec.source, f"--{kind} {missing[0]!r} is not in the grid's {kind}: {shown}"
+            )
+        return tuple(h for h in have if h in wanted)  # the grid's order
+
+    names = pick("methods", methods, tuple(m.name for m in spec.methods))
+    return replace(
+        spec,
+        datasets=pick("datasets", datasets, spec.datasets),
+        methods=tuple(m for m in spec.methods if m.name in names),
+        seeds=pick("seeds", seeds, spec.seeds),
+    )
+
+
 def _fmt(value: Any) -> str:
     text = str(value).lower() if isinstance(value, bool) else str(value)
     return _UNSAFE.sub("_", text)
