@@ -205,3 +205,31 @@ def test_status_of_part_of_the_studies(tmp_path, capsys):
     assert main(["tune", str(grid), "--status", "--methods", "dns"]) == 0
     one = capsys.readouterr().out
     assert "synthetic/dns" in one and "synthetic/rns" not in one
+
+
+def test_a_trial_left_running_by_a_killed_worker_does_not_strand_the_budget(tmp_path, monkeypatch):
+    """SIGTERM leaves a RUNNING trial behind; once stale it is failed and the budget filled."""
+    import time
+
+    from optuna.trial import TrialState
+
+    import oodrec.bench.tune as tune_mod
+
+    monkeypatch.setattr(tune_mod, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(tune_mod, "GRACE_S", 60)
+    _, jobs = _jobs(tmp_path, trials=2)
+    study = open_study(jobs[0].url, study_name("synthetic", "rns"), jobs[0].tune)
+    with pytest.warns(UserWarning, match="Heartbeat"):
+        zombie = study.ask()  # a worker's trial, its process killed before it could finish
+    study._storage.record_heartbeat(zombie._trial_id)
+    # a worker restarted at once: the zombie is not stale yet and counts as claimed, so one
+    # trial leaves the study one short ...
+    assert tune_mod.work_on(jobs[0])["finished"] == 1
+    # ... until settle() sees the zombie go stale, fails it and trains the missing trial
+    monkeypatch.setattr(tune_mod, "GRACE_S", 1)
+    time.sleep(1.5)
+    tune_mod.settle(jobs, wait_s=30)
+    study = open_study(jobs[0].url, study_name("synthetic", "rns"), jobs[0].tune)
+    assert len(finished(study)) == 2
+    assert study.trials[zombie.number].state == TrialState.FAIL
+    assert not study.get_trials(states=(TrialState.RUNNING,))

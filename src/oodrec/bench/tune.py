@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -250,8 +251,6 @@ def open_study(url: str, name: str, tune: TuneSpec) -> Any:
         import optuna
     except ImportError:
         raise ConfigError(OPTUNA_MISSING) from None
-    import warnings
-
     from optuna import storages
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -416,13 +415,50 @@ def work_on(job: StudyJob) -> dict[str, Any]:
     return {"study": name, "finished": len(finished(study)), "ran": ran}
 
 
+def _running(study: Any) -> list[Any]:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def settle(jobs: list[StudyJob], wait_s: float | None = None) -> None:
+    """Fill the budget of studies that a killed worker left short.
+
+    A worker killed outright (SIGTERM, a lost node) leaves its trial RUNNING. Such a trial counts
+    as claimed, so the other workers move on and the study stays one trial short. Here each
+    short study waits for its RUNNING trials: they finish (live, in another worker), or their
+    heartbeat goes stale after the grace period and Optuna fails them (the retry callback queues
+    the same parameters again). Then the worker trains what is missing. Waiting stops after
+    ``wait_s`` (default: the grace period plus two heartbeats), when only live trials of other
+    workers are left.
+    """
+    import optuna
+
+    deadline = time.monotonic() + (GRACE_S + 2 * HEARTBEAT_S if wait_s is None else wait_s)
+    for job in jobs:
+        study = open_study(job.url, study_name(job.dataset, job.method), job.tune)
+        while len(finished(study)) < job.trials:
+            with warnings.catch_warnings():  # "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
+            if len(finished(study)) + len(_running(study)) < job.trials:
+                work_on(job)  # unclaimed budget: run it here
+                continue
+            if time.monotonic() > deadline:
+                break  # live trials of other workers; `oodrec tune` again picks up the rest
+            time.sleep(min(HEARTBEAT_S, 5.0))
+
+
 def tune_worker(jobs: list[StudyJob], threads: int | None = None) -> list[dict[str, Any]]:
-    """One worker: every study in turn (workers share studies through the storage)."""
+    """One worker: every study in turn (workers share studies through the storage), then
+    :func:`settle` for studies a killed worker left short."""
     if threads:
         from oodrec._threads import apply_threads
 
         apply_threads(threads)
-    return [work_on(job) for job in jobs]
+    out = [work_on(job) for job in jobs]
+    settle(jobs)
+    return out
 
 
 def study_jobs(
