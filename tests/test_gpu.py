@@ -49,3 +49,20 @@ def test_every_method_trains_and_evaluates_on_cuda(tiny_dir, name):
     assert res.record["environment"]["device"].startswith("cuda")
     for split in ("val", "iid_test", "ood_test"):
         assert 0.0 <= res.metrics[split]["ndcg@20"] <= 1.0
+
+
+@pytest.mark.parametrize("metric", ["ips_ndcg@20", "strat_ndcg@20"])
+def test_ood_aware_val_selection_on_cuda(tiny_dir, metric):
+    """The IPS and stratified val estimators (their bucket and weight tensors) on CUDA."""
+    cfg = apply_overrides(
+        ExperimentConfig(data=DataConfig(dataset=str(tiny_dir))),
+        [
+            "train.epochs=2",
+            "train.batch_size=64",
+            "train.device=cuda",
+            f"train.select_metric={metric}",
+        ],
+    )
+    res = train(cfg, load_dataset(cfg.data))
+    assert res.record["selection"]["metric"] == metric
+    assert 0.0 <= res.metrics["val"][metric] <= 1.0
