@@ -287,9 +287,13 @@ def _tune_workers(args: argparse.Namespace, jobs: list) -> None:
         import os
         from concurrent.futures import ProcessPoolExecutor
 
+        from oodrec.bench.executors import watch_parent
+
         threads = max(1, (os.cpu_count() or 1) // args.workers)
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(
+            args.workers, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),)
+        ) as pool:
             for fut in [pool.submit(tune_worker, jobs, threads) for _ in range(args.workers)]:
                 fut.result()
         return

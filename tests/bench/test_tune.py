@@ -233,3 +233,40 @@ def test_a_trial_left_running_by_a_killed_worker_does_not_strand_the_budget(tmp_
     assert len(finished(study)) == 2
     assert study.trials[zombie.number].state == TrialState.FAIL
     assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_a_killed_tune_leaves_no_orphan_workers(tmp_path):
+    import os
+    import signal
+    import time
+
+    from .test_bench_cli import _alive, _children
+
+    data = yaml.safe_load(yaml.safe_dump(GRID))
+    data["tune"]["trials"] = 50
+    data["base"]["train"]["epochs"] = 50
+    data["out_dir"] = str(tmp_path / "out")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(data))
+    cmd = [sys.executable, "-m", "oodrec.cli", "-q", "tune", str(grid), "--workers", "2"]
+    proc = subprocess.Popen(cmd, env=dict(os.environ), stderr=subprocess.PIPE)
+    trials = Path(data["out_dir"]) / "tune" / "synthetic-rns"
+    deadline = time.time() + 120
+    workers: set[int] = set()
+    while time.time() < deadline and not list(trials.glob("trial-*/epochs.jsonl")):
+        workers |= set(_children(proc.pid))
+        if proc.poll() is not None:
+            pytest.fail(f"tune ended before it could be killed: {proc.stderr.read().decode()}")
+        time.sleep(0.05)
+    workers |= set(_children(proc.pid))
+    assert len(workers) >= 2
+    proc.send_signal(signal.SIGTERM)  # `kill PID`: no KeyboardInterrupt reaches the workers
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    orphans = [p for p in workers if _alive(p)]
+    for pid in orphans:  # never leave them training on after a failure
+        os.kill(pid, signal.SIGKILL)
+    assert not orphans

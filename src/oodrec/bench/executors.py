@@ -70,6 +70,12 @@ def _watch_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
+def watch_parent(parent_pid: int) -> None:
+    """Pool initializer: this worker exits once process ``parent_pid`` is gone, so a killed
+    ``oodrec bench`` or ``oodrec tune`` leaves no orphan training on."""
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+
+
 def _init_worker(threads: int, gpu_queue: Any, parent_pid: int) -> None:
     """Worker set-up: pin one GPU (before CUDA starts), set torch threads, watch the parent."""
     gpu = gpu_queue.get()
@@ -78,7 +84,7 @@ def _init_worker(threads: int, gpu_queue: Any, parent_pid: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    watch_parent(parent_pid)
 
 
 def run_local(jobs: list[Job], workers: int | None, progress: GridProgress) -> list[RunOutcome]:
