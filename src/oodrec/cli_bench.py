@@ -168,7 +168,12 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("grid", metavar="GRID.yaml", help="grid file with a tune: section")
     p.add_argument("--trials", type=int, help="budget per study (default: the grid's tune.trials)")
     p.add_argument("--executor", choices=["local", "ray"], default="local")
-    p.add_argument("--workers", type=int, default=1, help="workers sharing the studies (default 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="workers sharing the studies, then the final runs (default 1)",
+    )
     p.add_argument("--address", help="Ray address (auto, HOST:PORT, ray://HOST:PORT)")
     p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs per Ray task (default 1)")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/tune.db)")
@@ -358,7 +363,16 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 0
     runs = final_runs(spec, jobs, out_dir)
     print(f"{len(runs)} final run(s) -> {out_dir}", file=sys.stderr)
-    outcomes = run_grid(runs, grid=str(args.grid), show_progress=not args.quiet)
+    # the final runs use the search's workers: local processes, or Ray tasks on the cluster
+    outcomes = run_grid(
+        runs,
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
+        cpus_per_run=args.cpus_per_worker,
+        grid=str(args.grid),
+        show_progress=not args.quiet,
+    )
     return _finish(outcomes, out_dir)
 
 
