@@ -34,6 +34,7 @@ examples:
   oodrec bench configs/paper.yaml --dry-run              # list runs and what would happen
   oodrec bench configs/paper.yaml --workers 2 --set train.threads=1
   oodrec bench configs/paper.yaml --set train.device=cuda          # one worker per GPU
+  oodrec bench configs/paper.yaml --set train.device=cuda --workers 8   # 8 runs share one GPU
   oodrec bench configs/paper.yaml --datasets yelp2018 --seeds 2,3  # part of it (same run dirs)
   oodrec bench configs/paper.yaml --executor ray --address auto    # on a Ray cluster
   oodrec report runs/paper --out results
