@@ -258,3 +258,20 @@ def test_part_of_a_grid_has_the_whole_grids_run_names_and_configs(tmp_path, caps
     assert "--datasets 'kuairec' is not in the grid's datasets: food, yelp2018" in (
         capsys.readouterr().err
     )
+
+
+def test_runs_that_read_another_run_wait_for_it(tmp_path):
+    """HDRM's stage 2 names its stage-1 run (backbone_run): parallel workers start it only in a
+    later wave; grids without such links stay one wave."""
+    from oodrec.bench.runner import dependency_waves, plan_grid
+
+    root = Path(__file__).parents[2] / "configs"
+
+    def waves(grid: str) -> list[list[str]]:
+        runs = expand_grid(load_grid(root / grid), out_dir=str(tmp_path))
+        return [[j.run.name for j in w] for w in dependency_waves(plan_grid(runs)[0])]
+
+    first, second = waves("causal_methods.yaml")
+    assert len(second) == 9 and all("-hdrm-" in n for n in second)
+    assert not any("-hdrm-" in n for n in first)
+    assert len(waves("smoke.yaml")) == 1

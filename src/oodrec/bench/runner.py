@@ -314,13 +314,38 @@ def run_grid(
     progress = GridProgress(len(runs), len(skipped), show_progress)
     done = [RunOutcome(j.run.name, "skipped") for j in skipped]
     try:
-        if executor == "ray":
-            done += run_ray(todo, address, cpus_per_run, progress)
-        else:
-            done += run_local(todo, workers, progress)
+        for wave in dependency_waves(todo):
+            if executor == "ray":
+                done += run_ray(wave, address, cpus_per_run, progress)
+            else:
+                done += run_local(wave, workers, progress)
     finally:
         progress.close()
     return done
+
+
+def _option_paths(job: Job) -> set[Path]:
+    """Resolved paths named by the run's model and sampler options (e.g. ``backbone_run``)."""
+    cfg = job.run.config
+    values = [*cfg.model.options.values(), *cfg.sampler.options.values()]
+    return {Path(v).expanduser().resolve() for v in values if isinstance(v, str) and v}
+
+
+def dependency_waves(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs in waves: a job whose options name another job's run directory (HDRM's stage 2
+    and its ``backbone_run``) goes in a later wave than that job, so that parallel workers never
+    start it before the run it reads has finished. Without such links: one wave, unchanged."""
+    by_path = {job.path: job for job in jobs}
+    needs = {job.path: _option_paths(job) & (by_path.keys() - {job.path}) for job in jobs}
+    waves: list[list[Job]] = []
+    placed: set[Path] = set()
+    while len(placed) < len(jobs):
+        wave = [j for j in jobs if j.path not in placed and needs[j.path] <= placed]
+        if not wave:  # a cycle: run the rest together (each fails with its own clear error)
+            wave = [j for j in jobs if j.path not in placed]
+        waves.append(wave)
+        placed |= {j.path for j in wave}
+    return waves
 
 
 __all__ = [
@@ -328,6 +353,7 @@ __all__ = [
     "Job",
     "RunOutcome",
     "config_diff",
+    "dependency_waves",
     "execute_job",
     "plan_grid",
     "plan_run",
