@@ -29,8 +29,8 @@ from oodrec.train.reload import load_run
 def coverage(run_dir: str, k: int, batch: int) -> dict[str, float]:
     run = load_run(run_dir)
     ds = run.dataset
-    train, ood = ds.splits["train"], ds.splits["ood_test"]
-    pop = torch.bincount(train.items, minlength=ds.num_items)
+    ood = ds.splits["ood_test"]
+    pop = ds.item_degree()
     masks = Evaluator(ds, run.cfg.eval, torch.device("cpu")).masks["ood_test"]
     score = run.method.scorer()
     hit = torch.zeros(ds.num_items, dtype=torch.bool)

@@ -99,6 +99,30 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _workers_until(proc: subprocess.Popen, ready, what: str) -> set[int]:
+    """The child processes ``proc`` had, polled until ``ready()`` (at most 120 s)."""
+    deadline = time.time() + 120
+    workers: set[int] = set()
+    while time.time() < deadline and not ready():
+        workers |= set(_children(proc.pid))
+        if proc.poll() is not None:
+            pytest.fail(f"{what} ended before it could be killed: {proc.stderr.read().decode()}")
+        time.sleep(0.02)
+    return workers | set(_children(proc.pid))
+
+
+def _orphans(workers: set[int]) -> list[int]:
+    """Workers still alive 10 s after their parent was killed (SIGKILLed here, so that a
+    failing test leaves nothing training on)."""
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    orphans = [p for p in workers if _alive(p)]
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    return orphans
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_killed_bench_resumes_without_redoing_finished_runs(tmp_path):
     grid = yaml.safe_load(SMOKE.read_text())
@@ -113,21 +137,11 @@ def test_killed_bench_resumes_without_redoing_finished_runs(tmp_path):
     proc = subprocess.Popen(
         [*cmd, "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    deadline = time.time() + 120
-    workers: set[int] = set()
-    while time.time() < deadline and not list(runs.glob("*/record.json")):
-        workers |= set(_children(proc.pid))
-        if proc.poll() is not None:
-            pytest.fail(f"bench ended before it could be killed: {proc.stderr.read().decode()}")
-        time.sleep(0.02)
-    workers |= set(_children(proc.pid))
+    workers = _workers_until(proc, lambda: list(runs.glob("*/record.json")), "bench")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # the pool's workers notice their parent is gone and exit instead of writing on
-    deadline = time.time() + 10
-    while time.time() < deadline and any(_alive(p) for p in workers):
-        time.sleep(0.1)
-    assert not any(_alive(p) for p in workers)
+    assert not _orphans(workers)
     finished = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/record.json")}
     assert 1 <= len(finished) < len(_smoke_names())
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -239,9 +239,8 @@ def test_a_trial_left_running_by_a_killed_worker_does_not_strand_the_budget(tmp_
 def test_a_killed_tune_leaves_no_orphan_workers(tmp_path):
     import os
     import signal
-    import time
 
-    from .test_bench_cli import _alive, _children
+    from .test_bench_cli import _orphans, _workers_until
 
     data = yaml.safe_load(yaml.safe_dump(GRID))
     data["tune"]["trials"] = 50
@@ -252,21 +251,8 @@ def test_a_killed_tune_leaves_no_orphan_workers(tmp_path):
     cmd = [sys.executable, "-m", "oodrec.cli", "-q", "tune", str(grid), "--workers", "2"]
     proc = subprocess.Popen(cmd, env=dict(os.environ), stderr=subprocess.PIPE)
     trials = Path(data["out_dir"]) / "tune" / "synthetic-rns"
-    deadline = time.time() + 120
-    workers: set[int] = set()
-    while time.time() < deadline and not list(trials.glob("trial-*/epochs.jsonl")):
-        workers |= set(_children(proc.pid))
-        if proc.poll() is not None:
-            pytest.fail(f"tune ended before it could be killed: {proc.stderr.read().decode()}")
-        time.sleep(0.05)
-    workers |= set(_children(proc.pid))
+    workers = _workers_until(proc, lambda: list(trials.glob("trial-*/epochs.jsonl")), "tune")
     assert len(workers) >= 2
     proc.send_signal(signal.SIGTERM)  # `kill PID`: no KeyboardInterrupt reaches the workers
     proc.wait()
-    deadline = time.time() + 10
-    while time.time() < deadline and any(_alive(p) for p in workers):
-        time.sleep(0.1)
-    orphans = [p for p in workers if _alive(p)]
-    for pid in orphans:  # never leave them training on after a failure
-        os.kill(pid, signal.SIGKILL)
-    assert not orphans
+    assert not _orphans(workers)

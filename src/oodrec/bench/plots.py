@@ -168,8 +168,8 @@ def figure1(
             # A run whose checkpoints were deleted (or never copied back from another machine)
             # is left out of the bucket panel, counted on the figure and logged; a checkpoint that
             # is there but cannot be reloaded is an error naming it (RunError), never a skip.
-            kept = [r for r in group if RunDir(Path(r.path)).best_ckpt.is_file()]
-            omitted += [Path(r.path).name for r in group if r not in kept]
+            kept = [r for r in group if RunDir(r.path).best_ckpt.is_file()]
+            omitted += [r.path.name for r in group if r not in kept]
             if not kept:
                 continue
             per_seed = [run_bucket_recall(r, data_dir=data_dir, _cache=cache) for r in kept]

@@ -21,6 +21,7 @@ Executors (``bench.executors``): ``local`` (this process, or a pool of spawned w
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -96,9 +97,16 @@ def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     return norm
 
 
-def _execution_only(diff_line: str) -> bool:
-    """Whether a :func:`config_diff` line is about an :data:`EXECUTION_KEYS` key."""
-    return diff_line.split(" (", 1)[0] in EXECUTION_KEYS
+def _without(cfg: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of a nested config dict without the dotted ``keys``."""
+    out = copy.deepcopy(cfg)
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return out
 
 
 def plan_run(run: GridRun, path: Path, force: bool = False) -> Action:
@@ -121,12 +129,14 @@ def plan_run(run: GridRun, path: Path, force: bool = False) -> Action:
     state = "finished" if rd.is_finished() else "unfinished"
     try:
         saved = _comparable(yaml.safe_load(rd.config_path.read_text()))
-        diff = config_diff(saved, _comparable(to_dict(run.config)))
+        wanted = _comparable(to_dict(run.config))
+        diff = config_diff(saved, wanted)
+        result_diff = config_diff(_without(saved, EXECUTION_KEYS), _without(wanted, EXECUTION_KEYS))
     except (ConfigError, yaml.YAMLError) as exc:
-        diff = [f"unreadable config.yaml: {exc}"]
+        diff = result_diff = [f"unreadable config.yaml: {exc}"]
     if not diff:
         return "skip" if state == "finished" else "resume"
-    if state == "finished" and not force and all(_execution_only(d) for d in diff):
+    if state == "finished" and not force and not result_diff:
         logger.info(
             "%s: finished with other execution settings (%s); skipped", path.name, "; ".join(diff)
         )
@@ -335,8 +345,8 @@ def dependency_waves(jobs: list[Job]) -> list[list[Job]]:
     """The jobs in waves: a job whose options name another job's run directory (HDRM's stage 2
     and its ``backbone_run``) goes in a later wave than that job, so that parallel workers never
     start it before the run it reads has finished. Without such links: one wave, unchanged."""
-    by_path = {job.path: job for job in jobs}
-    needs = {job.path: _option_paths(job) & (by_path.keys() - {job.path}) for job in jobs}
+    paths = {job.path for job in jobs}
+    needs = {job.path: _option_paths(job) & (paths - {job.path}) for job in jobs}
     waves: list[list[Job]] = []
     placed: set[Path] = set()
     while len(placed) < len(jobs):
