@@ -213,8 +213,14 @@ def build_tables(
     Returns:
         Kind -> tables (kinds without any table are left out).
     """
+    from oodrec.bench.reselect import is_post_hoc
+
     out: dict[str, list[Table]] = {}
     for _, group in by_selection(runs).items():
+        if is_post_hoc(group[0]):  # re-selected copies: only their Table 1 differs
+            tables = [table1(group, split, target, baseline) for split in SPLITS]
+            out.setdefault("table1", []).extend(t for t in tables if t is not None)
+            continue
         candidates = {
             "table1": [table1(group, split, target, baseline) for split in SPLITS],
             "ablation": [ablation_table(group)],
@@ -232,6 +238,7 @@ def write_report(
     out_dir: str | Path,
     target: str = "cnsdiff",
     baseline: str | None = None,
+    reselect: list[str] | None = None,
 ) -> list[Path]:
     """Write ``KIND.md``, ``KIND.csv``, ``KIND.tex`` per table kind and ``report.md`` (the
     tables, then each dataset's interaction order, ``RunRecord.order``, and the data warnings).
@@ -241,18 +248,25 @@ def write_report(
         out_dir: output directory (created).
         target: the proposed method's name for the improvement rows.
         baseline: compare with this method label (default: the strongest other method).
+        reselect: val estimators (e.g. ``ips_ndcg@20``) that also get Table 1 from copies of
+            the val-selected runs re-selected post hoc on them (``bench.reselect``).
 
     Returns:
         The written files.
 
     Raises:
         RunError: no finished run below ``runs_dir``.
+        ConfigError: a ``reselect`` metric no run logs.
     """
     from oodrec.errors import RunError
 
     runs = load_runs(runs_dir)
     if not runs:
         raise RunError(f"no finished run (record.json) below {runs_dir}")
+    if reselect:
+        from oodrec.bench.reselect import reselect_all
+
+        runs = runs + reselect_all(runs, reselect)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = build_tables(runs, target, baseline)
