@@ -196,6 +196,8 @@ def test_status_of_part_of_the_studies(tmp_path, capsys):
 
     data = yaml.safe_load(yaml.safe_dump(GRID))
     data["methods"].append({"name": "dns", "sampler": "dns"})
+    # a space for a method left out by --methods must not stop the rest
+    data["tune"]["methods"] = {"dns": {"sampler.num_candidates": {"choices": [2, 4]}}}
     data["out_dir"] = str(tmp_path / "out")
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump(data))
@@ -205,6 +207,12 @@ def test_status_of_part_of_the_studies(tmp_path, capsys):
     assert main(["tune", str(grid), "--status", "--methods", "dns"]) == 0
     one = capsys.readouterr().out
     assert "synthetic/dns" in one and "synthetic/rns" not in one
+    assert main(["tune", str(grid), "--status", "--methods", "rns"]) == 0
+    assert "synthetic/rns" in capsys.readouterr().out
+    data["tune"]["methods"]["dsn"] = {}  # a typo is still reported under --methods
+    grid.write_text(yaml.safe_dump(data))
+    assert main(["tune", str(grid), "--status", "--methods", "rns"]) == 2
+    assert "'dsn' is not a method of the grid" in capsys.readouterr().err
 
 
 def test_a_trial_left_running_by_a_killed_worker_does_not_strand_the_budget(tmp_path, monkeypatch):

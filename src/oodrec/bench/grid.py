@@ -286,11 +286,18 @@ def restrict_grid(
         return tuple(h for h in have if h in wanted)  # the grid's order
 
     names = pick("methods", methods, tuple(m.name for m in spec.methods))
+    tune = spec.tune
+    if isinstance(tune.get("methods"), dict):
+        # the search spaces of the methods left out go too; a name the grid never had stays,
+        # so that parse_tune still reports it
+        dropped = {m.name for m in spec.methods} - set(names)
+        tune = {**tune, "methods": {k: v for k, v in tune["methods"].items() if k not in dropped}}
     return replace(
         spec,
         datasets=pick("datasets", datasets, spec.datasets),
         methods=tuple(m for m in spec.methods if m.name in names),
         seeds=pick("seeds", seeds, spec.seeds),
+        tune=tune,
     )
 
 
