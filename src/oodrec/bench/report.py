@@ -145,6 +145,7 @@ def table1(
             f"{label}: best of {info['budget']} trials on {info['metric']} (Optuna TPE, median "
             f"pruning; {info['pruned']} pruned) over {'; '.join(info['space'])}"
         )
+    table.notes += cap_notes(main)
     skipped = len(runs) - len(main)
     if skipped:
         table.notes.append(
@@ -152,6 +153,37 @@ def table1(
             "left out (see the ablation and alpha/beta tables, Figure 4)"
         )
     return table
+
+
+def capped(run: RunRecord) -> bool:
+    """Whether the epoch cap, not early stopping, ended ``run``: it ran all ``train.epochs``
+    before its patience ran out (without early stopping, patience 0: its best epoch is the
+    last)."""
+    train = run.config.get("train", {})
+    cap, ran = train.get("epochs"), run.record.get("epochs_run")
+    best = run.record.get("best_epoch")
+    if not isinstance(cap, int) or not isinstance(ran, int) or not isinstance(best, int):
+        return False
+    if run.record.get("stopped_early") or ran < cap:
+        return False
+    return bool(train.get("patience")) or best == ran - 1
+
+
+def cap_notes(runs: list[RunRecord]) -> list[str]:
+    """One note per (dataset, method) with runs the epoch cap ended (``capped``)."""
+    groups = group_by([r for r in runs if capped(r)], lambda r: f"{r.dataset}\0{r.label}")
+    notes = []
+    for key, group in sorted(groups.items()):
+        dataset, label = key.split("\0")
+        group = sorted(group, key=lambda r: r.seed)
+        total = sum(1 for r in runs if r.dataset == dataset and r.label == label)
+        epochs = ", ".join(str(r.record["best_epoch"]) for r in group)
+        notes.append(
+            f"epoch cap binds: {label} on {dataset}, {len(group)} of {total} seed(s) ended by "
+            f"the cap before early stopping (best epochs {epochs} of "
+            f"{group[0].config['train']['epochs']}); more epochs may change its row"
+        )
+    return notes
 
 
 def _add_comparison_rows(
@@ -295,4 +327,12 @@ def write_report(
     return written
 
 
-__all__ = ["build_tables", "is_target", "order_methods", "table1", "write_report"]
+__all__ = [
+    "build_tables",
+    "cap_notes",
+    "capped",
+    "is_target",
+    "order_methods",
+    "table1",
+    "write_report",
+]
