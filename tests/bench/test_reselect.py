@@ -73,3 +73,14 @@ def test_report_gets_a_separate_labelled_table1(tmp_path):
     text = (tmp_path / "out" / "table1.md").read_text()
     assert "re-selected on val by IPS-weighted ndcg@20" in text
     assert "0.4000 ± 0.1414" in text  # OOD N@20 at the IPS-picked epoch 0 of both seeds
+
+
+def test_the_label_keeps_the_runs_own_selection_and_protocol(tmp_path):
+    from oodrec.train.selection import CANDIDATES_LABEL
+
+    path = write_run(tmp_path, "r")
+    _log(path, _epochs([1, 2], [2, 1], [0.4, 0.2]))
+    (run,) = load_runs(tmp_path)
+    run.record["selection"]["label"] = "selected on val" + CANDIDATES_LABEL
+    label = reselect(run, "ips_ndcg@20").selection
+    assert label.endswith("evaluated by runs selected on val)" + CANDIDATES_LABEL)

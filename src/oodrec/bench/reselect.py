@@ -7,9 +7,9 @@ whose metrics are that epoch's. The test metrics are only *read* at the picked e
 to pick it, so the result is still val-selected. It is not the same as a run made with
 ``train.select_metric=ESTIMATOR``, and its label says so:
 
-* the run stopped on plain val's patience, so later epochs the estimator might prefer were
-  never evaluated;
-* a tuned run's hyperparameters were chosen on plain val.
+* the run stopped on its own selection metric's patience (plain val, usually), so later epochs
+  the estimator might prefer were never evaluated;
+* a tuned run's hyperparameters were chosen on that metric too.
 
 Reports keep these copies in their own tables (the label differs), next to the runs' own
 selection.
@@ -25,8 +25,8 @@ from oodrec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-POST_HOC = "epoch picked post hoc among the evaluated epochs of a run stopped on plain val"
-"""What the label of a re-selected copy says after the estimator."""
+POST_HOC = "epoch picked post hoc among the epochs evaluated by runs"
+"""What the label of a re-selected copy says after the estimator, before the runs' own label."""
 
 
 def describe(metric: str, run: RunRecord) -> str:
@@ -39,7 +39,11 @@ def describe(metric: str, run: RunRecord) -> str:
 
     ecfg = SimpleNamespace(**{**dataclasses.asdict(EvalConfig()), **run.config.get("eval", {})})
     how = describe_estimator(metric, ecfg) or f"plain val {metric}"
-    return f"re-selected on val by {how} ({POST_HOC})"
+    from oodrec.train.selection import CANDIDATES_LABEL
+
+    own = run.selection.removesuffix(CANDIDATES_LABEL)
+    tail = run.selection[len(own) :]  # the test protocol stays last, where reports look for it
+    return f"re-selected on val by {how} ({POST_HOC} {own}){tail}"
 
 
 def reselect(run: RunRecord, metric: str) -> RunRecord | None:
@@ -67,13 +71,8 @@ def reselect(run: RunRecord, metric: str) -> RunRecord | None:
     if not any(s.endswith("test") for s in metrics):
         return None
     record = copy.deepcopy(run.record)
-    label = describe(metric, run)
-    if record.get("selection", {}).get("protocol") == "candidates":
-        from oodrec.train.selection import CANDIDATES_LABEL
-
-        label += CANDIDATES_LABEL
     record["selection"] = dict(
-        record.get("selection", {}), metric=metric, label=label, post_hoc=True
+        record.get("selection", {}), metric=metric, label=describe(metric, run), post_hoc=True
     )
     record["metrics"] = metrics
     record["best_epoch"] = row.get("epoch", best)
