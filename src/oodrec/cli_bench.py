@@ -373,6 +373,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
         )
         done = f"{r['finished']:>5}/{r['budget']:<4}"
         print(f"{r['study']:<28}{done}{r['pruned']:>8}{r['running']:>9}  {best:<13} {values}")
+    for r in rows:
+        if r["best_capped"]:
+            print(
+                f"warning: {r['study']}: the epoch cap ended its best trial before early stopping "
+                f"({r['best_capped']}), so its final runs may be held back by the cap; reports "
+                "flag such rows, and a larger train.epochs needs a new search (--out elsewhere)",
+                file=sys.stderr,
+            )
     if args.status or args.no_final:
         return 0
     runs = final_runs(spec, jobs, out_dir)

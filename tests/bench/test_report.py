@@ -166,7 +166,7 @@ def test_runtime_rows_split_by_device(tmp_path):
 
 def test_epoch_cap_notes(tmp_path):
     from oodrec.bench.records import RunRecord
-    from oodrec.bench.report import cap_notes, capped
+    from oodrec.bench.report import cap_notes
 
     def run(seed, best, ran, patience=5, stopped=False, cap=60):
         record = {
@@ -180,10 +180,10 @@ def test_epoch_cap_notes(tmp_path):
         return RunRecord(tmp_path / str(seed), record, {"method": "rns"})
 
     runs = [run(1, 58, 60), run(2, 30, 36, stopped=True), run(3, 59, 60)]
-    assert [capped(r) for r in runs] == [True, False, True]
+    assert [r.capped for r in runs] == [True, False, True]
     # without early stopping only a best epoch at the cap counts
-    assert not capped(run(4, 50, 60, patience=0)) and capped(run(5, 59, 60, patience=0))
-    assert not capped(run(6, 10, 30))  # stopped before the cap
+    assert not run(4, 50, 60, patience=0).capped and run(5, 59, 60, patience=0).capped
+    assert not run(6, 10, 30).capped  # stopped before the cap
     assert cap_notes(runs) == [
         "epoch cap binds: rns on food, 2 of 3 seed(s) ended by the cap before early stopping "
         "(best epochs 58, 59 of 60); more epochs may change its row"

@@ -264,3 +264,27 @@ def test_a_killed_tune_leaves_no_orphan_workers(tmp_path):
     proc.send_signal(signal.SIGTERM)  # `kill PID`: no KeyboardInterrupt reaches the workers
     proc.wait()
     assert not _orphans(workers)
+
+
+def test_a_best_trial_ended_by_the_epoch_cap_is_named(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from oodrec.bench.tune import _capped_at
+
+    def trial(best, ran, stopped=False):
+        run_dir = tmp_path / f"t{best}-{ran}"
+        run_dir.mkdir()
+        record = {
+            "config": {"train": {"epochs": 60, "patience": 5}},
+            "best_epoch": best,
+            "epochs_run": ran,
+            "stopped_early": stopped,
+        }
+        (run_dir / "record.json").write_text(json.dumps(record))
+        return SimpleNamespace(user_attrs={"run_dir": str(run_dir)})
+
+    assert _capped_at(trial(59, 60)) == "best epoch 59 of 60"
+    assert _capped_at(trial(20, 26, stopped=True)) is None
+    assert _capped_at(SimpleNamespace(user_attrs={"run_dir": str(tmp_path / "gone")})) is None
+    assert _capped_at(None) is None

@@ -174,6 +174,20 @@ class RunRecord:
         value = self.record.get("metrics", {}).get(split, {}).get(name)
         return None if value is None else float(value)
 
+    @property
+    def capped(self) -> bool:
+        """Whether the epoch cap, not early stopping, ended the run: it ran all ``train.epochs``
+        before its patience ran out (without early stopping, patience 0: its best epoch is the
+        last), so more epochs might have found a better one."""
+        train = self.config.get("train", {})
+        cap, ran = train.get("epochs"), self.record.get("epochs_run")
+        best = self.record.get("best_epoch")
+        if not isinstance(cap, int) or not isinstance(ran, int) or not isinstance(best, int):
+            return False
+        if self.record.get("stopped_early") or ran < cap:
+            return False
+        return bool(train.get("patience")) or best == ran - 1
+
     @cached_property
     def epochs(self) -> list[dict[str, Any]]:
         """Rows of ``epochs.jsonl`` (a truncated last line is ignored)."""

@@ -155,23 +155,9 @@ def table1(
     return table
 
 
-def capped(run: RunRecord) -> bool:
-    """Whether the epoch cap, not early stopping, ended ``run``: it ran all ``train.epochs``
-    before its patience ran out (without early stopping, patience 0: its best epoch is the
-    last)."""
-    train = run.config.get("train", {})
-    cap, ran = train.get("epochs"), run.record.get("epochs_run")
-    best = run.record.get("best_epoch")
-    if not isinstance(cap, int) or not isinstance(ran, int) or not isinstance(best, int):
-        return False
-    if run.record.get("stopped_early") or ran < cap:
-        return False
-    return bool(train.get("patience")) or best == ran - 1
-
-
 def cap_notes(runs: list[RunRecord]) -> list[str]:
-    """One note per (dataset, method) with runs the epoch cap ended (``capped``)."""
-    groups = group_by([r for r in runs if capped(r)], lambda r: f"{r.dataset}\0{r.label}")
+    """One note per (dataset, method) with runs the epoch cap ended (``RunRecord.capped``)."""
+    groups = group_by([r for r in runs if r.capped], lambda r: f"{r.dataset}\0{r.label}")
     notes = []
     for key, group in sorted(groups.items()):
         dataset, label = key.split("\0")
@@ -330,7 +316,6 @@ def write_report(
 __all__ = [
     "build_tables",
     "cap_notes",
-    "capped",
     "is_target",
     "order_methods",
     "table1",

@@ -490,7 +490,8 @@ def study_jobs(
 
 
 def summarize(jobs: list[StudyJob]) -> list[dict[str, Any]]:
-    """Per study: budget, finished / pruned counts, best value and values (None before any)."""
+    """Per study: budget, finished / pruned counts, best value and values (None before any), and
+    ``best_capped``: where the epoch cap ended the best trial's run (None when it did not)."""
     from optuna.trial import TrialState
 
     rows = []
@@ -513,10 +514,26 @@ def summarize(jobs: list[StudyJob]) -> list[dict[str, Any]]:
                 "best_value": best.value if best else None,
                 "best_params": dict(best.params) if best else None,
                 "best_trial": best.number if best else None,
+                "best_capped": _capped_at(best),
                 "space": [p.describe() for p in job.space.values()],
             }
         )
     return rows
+
+
+def _capped_at(trial: Any) -> str | None:
+    """``best epoch B of N`` when the epoch cap ended ``trial``'s run (``RunRecord.capped``),
+    else None (also for a trial whose run directory is gone)."""
+    from oodrec.bench.records import RunRecord
+
+    run_dir = trial.user_attrs.get("run_dir") if trial is not None else None
+    try:
+        record = json.loads((Path(run_dir) / "record.json").read_text()) if run_dir else None
+    except (OSError, ValueError):
+        return None
+    if not record or not RunRecord(Path(run_dir), record).capped:
+        return None
+    return f"best epoch {record['best_epoch']} of {record['config']['train']['epochs']}"
 
 
 def final_runs(spec: GridSpec, jobs: list[StudyJob], out_dir: str | Path) -> list[GridRun]:
