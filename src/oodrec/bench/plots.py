@@ -3,7 +3,8 @@
 * Figure 1 (per dataset): OOD-test Recall@20 of held-out items in 4 training-popularity
   buckets per method (the best checkpoint is re-ranked with ``eval.groups``), and the
   false-hard-negative ratio per method (``fhn_ratio`` of ``epochs.jsonl``, mean over epochs).
-* Figure 4 (per swept key and dataset): OOD Recall@20 / NDCG@20 vs the swept value.
+* Figure 4 (per varied key and dataset): OOD Recall@20 / NDCG@20 vs the value of a swept key,
+  or of a sampler option that a grid's named methods vary one at a time.
 * Figure 5 (per dataset): ``fhn_ratio``, OOD Recall@20 and the val selection metric per epoch,
   with each run's selected epoch marked.
 * Figure 6 (per dataset with timestamps): OOD-test Recall@20 in 4 equal-size time groups of
@@ -232,14 +233,55 @@ def _sensitivity_lines(runs: list[RunRecord], key: str) -> dict[str, dict[Any, l
     return {k: dict(sorted(v.items(), key=lambda kv: _sortable(kv[0]))) for k, v in lines.items()}
 
 
+def _option_lines(runs: list[RunRecord], key: str) -> dict[str, dict[Any, list[RunRecord]]]:
+    """Line label -> value of sampler option ``key`` -> runs, for families of runs (grids of
+    named methods, such as ``configs/cnsdiff_sensitivity.yaml``) equal in everything but
+    ``key`` and the seed; a run that leaves ``key`` at its default joins at the default value.
+    Numeric options only; families with fewer than 2 values are left out."""
+    from oodrec.bench.records import option_defaults
+
+    families: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        families.setdefault(run.family_key((key,)), []).append(run)
+    lines: dict[str, dict[Any, list[RunRecord]]] = {}
+    for family in families.values():
+        defaults = option_defaults(family[0].sampler) or {}
+        points: dict[Any, list[RunRecord]] = {}
+        for run in family:
+            value = run.options.get(key, defaults.get(key))
+            # numeric options only: switches and modes have the ablation table
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                points.setdefault(value, []).append(run)
+        if len(points) < 2:
+            continue
+        rest = "".join(
+            f" {k}={v}"
+            for k, v in sorted(family[0].options.items())
+            if k != key and defaults.get(k) != v
+        )
+        label = family[0].sampler + rest
+        lines[label] = dict(sorted(points.items(), key=lambda kv: _sortable(kv[0])))
+    return lines
+
+
 def figure4(runs: list[RunRecord], out_dir: Path, suffix: str = "") -> list[Path]:
-    """Figure 4 per swept key and dataset: OOD R@20 / N@20 vs the value (mean ± std)."""
+    """Figure 4 per varied key and dataset: OOD R@20 / N@20 vs the value (mean ± std).
+
+    A key is a ``sweep`` key of the grid, or a sampler option that the grid's named methods
+    vary one at a time (``_option_lines``; drawn as ``sampler.KEY``)."""
     written: list[Path] = []
-    for key in sorted({k for r in runs for k in r.sweep}):
-        swept = [r for r in runs if key in r.sweep]
+    unswept = [r for r in runs if not r.sweep]
+    keys = [(k, k) for k in sorted({k for r in runs for k in r.sweep})]
+    keys += [(k, f"sampler.{k}") for k in sorted({k for r in unswept for k in r.options})]
+    for key, name in keys:
+        option = name != key
+        swept = unswept if option else [r for r in runs if key in r.sweep]
         for dataset, ds_runs in _by(swept, lambda r: r.dataset).items():
+            lines = (_option_lines if option else _sensitivity_lines)(ds_runs, key)
+            if not lines:
+                continue
             fig, axes = _figure(2)
-            for label, points in _sensitivity_lines(ds_runs, key).items():
+            for label, points in lines.items():
                 values = list(points)
                 numeric = all(isinstance(v, (int, float)) for v in values)
                 xs = values if numeric else list(range(len(values)))
@@ -250,11 +292,11 @@ def figure4(runs: list[RunRecord], out_dir: Path, suffix: str = "") -> list[Path
                         stats.append(mean_std([v for v in vals if v is not None] or [math.nan]))
                     _band(ax, xs, [m for m, _ in stats], [sd for _, sd in stats], label)
                     ax.set_xticks(xs, [str(v) for v in values])
-                    ax.set_xlabel(key)
+                    ax.set_xlabel(name)
                     ax.set_ylabel(f"OOD {metric}")
             axes[0].legend(fontsize=7)
-            fig.suptitle(f"{dataset}: sensitivity to {key} ({runs[0].selection})", fontsize=9)
-            written += _save(fig, out_dir, f"fig4_{key.replace('.', '_')}_{dataset}{suffix}")
+            fig.suptitle(f"{dataset}: sensitivity to {name} ({runs[0].selection})", fontsize=9)
+            written += _save(fig, out_dir, f"fig4_{name.replace('.', '_')}_{dataset}{suffix}")
     return written
 
 
