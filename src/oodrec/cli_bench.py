@@ -226,7 +226,8 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
         type=lambda s: [m for m in s.split(",") if m],
         help="also write Table 1 with every val-selected run's epoch re-picked on these logged "
         "val estimators (e.g. ips_ndcg@20,strat_ndcg@20), labelled post hoc: the runs "
-        "stopped on plain val. A run made with train.select_metric=METRIC is the real thing",
+        "stopped on their own selection metric. A run made with train.select_metric=METRIC "
+        "is the real thing",
     )
     p.add_argument(
         "--figures",
