@@ -235,17 +235,14 @@ def build_tables(
 
     out: dict[str, list[Table]] = {}
     for _, group in by_selection(runs).items():
-        if is_post_hoc(group[0]):  # re-selected copies: only their Table 1 differs
-            tables = [table1(group, split, target, baseline) for split in SPLITS]
-            out.setdefault("table1", []).extend(t for t in tables if t is not None)
-            continue
-        candidates = {
-            "table1": [table1(group, split, target, baseline) for split in SPLITS],
-            "ablation": [ablation_table(group)],
-            "alpha_beta": [alpha_beta_table(group)],
-            "runtime": [runtime_table(group)],
-            "estimators": [estimator_table(group, m) for m in ("ndcg@20", "recall@20")],
-        }
+        candidates = {"table1": [table1(group, split, target, baseline) for split in SPLITS]}
+        if not is_post_hoc(group[0]):  # re-selected copies: only their Table 1 differs
+            candidates |= {
+                "ablation": [ablation_table(group)],
+                "alpha_beta": [alpha_beta_table(group)],
+                "runtime": [runtime_table(group)],
+                "estimators": [estimator_table(group, m) for m in ("ndcg@20", "recall@20")],
+            }
         for kind, tables in candidates.items():
             out.setdefault(kind, []).extend(t for t in tables if t is not None)
     return {k: v for k, v in out.items() if v}

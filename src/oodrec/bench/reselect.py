@@ -36,11 +36,11 @@ def describe(metric: str, run: RunRecord) -> str:
 
     from oodrec.config import EvalConfig
     from oodrec.eval.estimators import describe_estimator
-
-    ecfg = SimpleNamespace(**{**dataclasses.asdict(EvalConfig()), **run.config.get("eval", {})})
-    how = describe_estimator(metric, ecfg) or f"plain val {metric}"
     from oodrec.train.selection import CANDIDATES_LABEL
 
+    # the run's estimator settings over the defaults (lenient: a report reads old records too)
+    ecfg = SimpleNamespace(**{**dataclasses.asdict(EvalConfig()), **run.config.get("eval", {})})
+    how = describe_estimator(metric, ecfg) or f"plain val {metric}"
     own = run.selection.removesuffix(CANDIDATES_LABEL)
     tail = run.selection[len(own) :]  # the test protocol stays last, where reports look for it
     return f"re-selected on val by {how} ({POST_HOC} {own}){tail}"

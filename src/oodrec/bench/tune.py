@@ -525,13 +525,17 @@ def _capped_at(trial: Any) -> str | None:
     """``best epoch B of N`` when the epoch cap ended ``trial``'s run (``RunRecord.capped``),
     else None (also for a trial whose run directory is gone)."""
     from oodrec.bench.records import RunRecord
+    from oodrec.errors import RunError
+    from oodrec.train.runs import RunDir
 
     run_dir = trial.user_attrs.get("run_dir") if trial is not None else None
-    try:
-        record = json.loads((Path(run_dir) / "record.json").read_text()) if run_dir else None
-    except (OSError, ValueError):
+    if not run_dir:
         return None
-    if not record or not RunRecord(Path(run_dir), record).capped:
+    try:
+        record = RunDir(run_dir).read_record()
+    except (OSError, RunError):
+        return None
+    if not RunRecord(Path(run_dir), record).capped:
         return None
     return f"best epoch {record['best_epoch']} of {record['config']['train']['epochs']}"
 
