@@ -70,6 +70,10 @@ on a network file system is only safe where that file system supports POSIX lock
 Once every study has its budget, the best values of each study run over the grid's seeds as
 ordinary resumable grid runs, OUT/DATASET-METHOD-tuned-seedN, labelled
 "METHOD (tuned, N trials)" in `oodrec report`, with the search space in the table notes.
+Where the epoch cap ended a study's best trial (`--status` warns), --final-epochs M (or
+tune.final_epochs) runs the final runs with the larger cap M, early stopping on val as ever, as
+OUT/DATASET-METHOD-tuned-Mep-seedN beside the others; a schedule that follows train.epochs
+(CNSDiff's curriculum) keeps the trials' horizon, so only the cap changes.
 
 The grid needs a tune: section:
   tune:
@@ -77,6 +81,7 @@ The grid needs a tune: section:
     seed: 1                     # training seed of the trials
     startup_trials: 4           # random trials first; no pruning before
     warmup_evals: 2             # evaluations before a trial may be pruned
+    final_epochs: 120           # optional: a larger epoch cap for the final runs only
     space:                      # every method
       train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
       train.l2: {low: 1.0e-6, high: 1.0e-3, log: true}
@@ -90,6 +95,7 @@ examples:
   oodrec tune configs/tune.yaml --workers 2 --set train.threads=1
   oodrec tune configs/tune.yaml --status                 # budget, pruned, best values so far
   oodrec tune configs/tune.yaml --datasets food          # one dataset's studies and final runs
+  oodrec tune configs/tune.yaml --final-epochs 120       # final runs with a larger cap
   oodrec tune configs/tune.yaml --executor ray --address auto --storage postgresql://...
   oodrec report runs/tune --baseline "rns (tuned, 12 trials)" --target cnsdiff
 """
@@ -186,6 +192,13 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="directory of trials and final runs (default: the grid's out_dir)")
     p.add_argument("--status", action="store_true", help="print the studies' state only")
     p.add_argument("--no-final", action="store_true", help="search only; skip the runs over seeds")
+    p.add_argument(
+        "--final-epochs",
+        type=int,
+        metavar="N",
+        help="epoch cap of the final runs only (default: the grid's tune.final_epochs, else the "
+        "trials' train.epochs); for studies whose best trial the cap ended",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -346,12 +359,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
     )
     from oodrec.errors import ConfigError
 
-    if args.workers < 1 or (args.trials is not None and args.trials < 1):
-        raise ConfigError(f"--workers and --trials must be >= 1, got {args.workers}, {args.trials}")
+    counts = {
+        "--workers": args.workers,
+        "--trials": args.trials,
+        "--final-epochs": args.final_epochs,
+    }
+    bad = {k: v for k, v in counts.items() if v is not None and v < 1}
+    if bad:
+        raise ConfigError(", ".join(f"{k} must be >= 1, got {v}" for k, v in bad.items()))
     spec = _subset(load_grid(args.grid), args)
     tune = parse_tune(spec)
     if args.trials is not None:
         tune = replace(tune, trials=args.trials)
+    if args.final_epochs is not None:
+        tune = replace(tune, final_epochs=args.final_epochs)
     out_dir = args.out or spec.out_dir
     url = storage_url(out_dir, args.storage)
     jobs = study_jobs(spec, tune, out_dir, url, list(args.set))
@@ -379,7 +400,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
             print(
                 f"warning: {r['study']}: the epoch cap ended its best trial before early stopping "
                 f"({r['best_capped']}), so its final runs may be held back by the cap; reports "
-                "flag such rows, and a larger train.epochs needs a new search (--out elsewhere)",
+                "flag such rows; --final-epochs N gives the final runs a larger cap (a larger "
+                "train.epochs for the trials needs a new search, --out elsewhere)",
                 file=sys.stderr,
             )
     if args.status or args.no_final:

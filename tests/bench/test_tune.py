@@ -62,6 +62,8 @@ def test_parse_tune_errors():
         ({"space": {"train.nope": {"low": 0.1, "high": 1}}}, "train.nope"),
         ({"methods": {"dns": {"train.lr": {"low": 0.1, "high": 1}}}}, "not a method"),
         ({"budget": 3}, "unknown key"),
+        ({"final_epochs": 0}, "final_epochs must be an integer >= 1"),
+        ({"final_epochs": "120"}, "final_epochs must be an integer >= 1"),
         ({"space": {}}, "empty search space"),
     ]
     for tune, message in bad:
@@ -288,3 +290,81 @@ def test_a_best_trial_ended_by_the_epoch_cap_is_named(tmp_path):
     assert _capped_at(trial(20, 26, stopped=True)) is None
     assert _capped_at(SimpleNamespace(user_attrs={"run_dir": str(tmp_path / "gone")})) is None
     assert _capped_at(None) is None
+
+
+def test_final_runs_with_a_larger_epoch_cap(tmp_path):
+    spec = _spec(trials=1, final_epochs=7)
+    tune = parse_tune(spec)
+    jobs = study_jobs(spec, tune, tmp_path, storage_url(tmp_path))
+    work_on(jobs[0])
+    runs = final_runs(spec, jobs, tmp_path)
+    assert [r.name for r in runs] == [
+        "synthetic-rns-tuned-7ep-seed1",
+        "synthetic-rns-tuned-7ep-seed2",
+    ]
+    assert runs[0].method == "rns (tuned, 1 trials, 7-epoch finals)"
+    assert runs[0].config.train.epochs == 7
+    assert runs[0].info["tuning"]["trial_epochs"] == 3
+    assert runs[0].info["tuning"]["final_epochs"] == 7
+    # below the trials' cap: an error, not shorter final runs
+    jobs = study_jobs(spec, replace(tune, final_epochs=2), tmp_path, storage_url(tmp_path))
+    with pytest.raises(ConfigError, match="final_epochs=2 is below the trials' train.epochs=3"):
+        final_runs(spec, jobs, tmp_path)
+
+
+def test_a_larger_cap_changes_only_the_cap_of_a_curriculum(tiny_dir):
+    """CNSDiff's curriculum follows train.epochs unless curriculum_epochs is set: the larger cap
+    pins it to the trials' cap, so the first epochs of the longer run equal the shorter run's."""
+    from oodrec.bench.tune import with_epoch_cap
+    from oodrec.config import DataConfig, ExperimentConfig, SamplerConfig, TrainConfig
+    from oodrec.data.dataset import load_dataset
+    from oodrec.train.loop import train
+
+    cfg = ExperimentConfig(
+        data=DataConfig(dataset=str(tiny_dir)),
+        sampler=SamplerConfig("cnsdiff", {}),
+        train=TrainConfig(epochs=3, batch_size=64, patience=0, fhn_batches=1),
+    )
+    longer = with_epoch_cap(cfg, 6)
+    assert longer.train.epochs == 6
+    assert longer.sampler.options["curriculum_epochs"] == 3
+    explicit = replace(cfg, sampler=SamplerConfig("cnsdiff", {"curriculum_epochs": 2}))
+    assert with_epoch_cap(explicit, 6).sampler.options["curriculum_epochs"] == 2
+    rns = replace(cfg, sampler=SamplerConfig("rns", {}))
+    assert with_epoch_cap(rns, 6).sampler.options == {}
+
+    def history(c):
+        rows = train(c, load_dataset(c.data)).history
+        return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
+
+    short, long = history(cfg), history(longer)
+    assert len(long) == 6
+    assert long[:3] == short
+    # without the pin the curriculum stretches over 6 epochs and the run differs from epoch 2 on
+    unpinned = history(replace(cfg, train=replace(cfg.train, epochs=6)))
+    assert unpinned[0] == short[0]
+    assert unpinned[1:3] != short[1:3]
+
+
+def test_tune_final_epochs_reaches_the_report(tmp_path, capsys):
+    from oodrec.cli import main
+
+    data = yaml.safe_load(yaml.safe_dump(GRID))
+    data["tune"]["trials"] = 1
+    data["seeds"] = [1]
+    data["out_dir"] = str(tmp_path / "out")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(data))
+    assert main(["-q", "tune", str(grid), "--final-epochs", "0"]) == 2
+    assert "--final-epochs must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["-q", "tune", str(grid), "--final-epochs", "5"]) == 0
+    record = yaml.safe_load(
+        (tmp_path / "out/synthetic-rns-tuned-5ep-seed1/config.yaml").read_text()
+    )
+    assert record["train"]["epochs"] == 5
+    assert (
+        main(["report", str(tmp_path / "out"), "--out", str(tmp_path / "rep"), "--no-figures"]) == 0
+    )
+    table = (tmp_path / "rep/table1.md").read_text()
+    assert "rns (tuned, 1 trials, 5-epoch finals)" in table
+    assert "final runs capped at 5 epochs, trials at 3" in table

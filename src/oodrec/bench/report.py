@@ -144,6 +144,12 @@ def table1(
         table.notes.append(
             f"{label}: best of {info['budget']} trials on {info['metric']} (Optuna TPE, median "
             f"pruning; {info['pruned']} pruned) over {'; '.join(info['space'])}"
+            + (
+                f"; final runs capped at {info['final_epochs']} epochs, trials at "
+                f"{info['trial_epochs']}"
+                if info.get("final_epochs")
+                else ""
+            )
         )
     table.notes += cap_notes(main)
     skipped = len(runs) - len(main)

@@ -14,6 +14,7 @@ The grid's ``tune:`` section::
       seed: 1               # training seed of every trial (the final runs use the grid seeds)
       startup_trials: 4     # random trials before TPE models the space; no pruning before
       warmup_evals: 2       # evaluations of a trial before it may be pruned
+      final_epochs: 120     # optional: a larger epoch cap for the final runs only (below)
       space:                # every method
         train.lr: {low: 1.0e-4, high: 1.0e-2, log: true}
         train.l2: {low: 1.0e-6, high: 1.0e-3, log: true}
@@ -23,6 +24,12 @@ The grid's ``tune:`` section::
 A parameter is ``{low, high}`` (float; ``log: true`` for a log scale; ``type: int`` for
 integers) or ``{choices: [...]}``. Selection inside each trial, and the value a trial reports,
 is the run's own ``train.select_metric`` on val: tuning never reads a test split.
+
+``final_epochs`` (or ``oodrec tune --final-epochs``) gives the final runs a larger epoch cap than
+the trials, for methods whose best trials ran into it; early stopping on val still ends them. Only
+the cap changes: a sampler schedule that follows ``train.epochs`` (CNSDiff's curriculum) keeps the
+trials' horizon. Those runs are named ``DATASET-METHOD-tuned-Nep-seedS`` and labelled
+``METHOD (tuned, T trials, N-epoch finals)``, next to (not over) the runs at the trials' cap.
 
 Trial run directories: ``OUT/tune/DATASET-METHOD/trial-NNNN``. A trial whose process died is
 failed by Optuna's heartbeat after ``GRACE_S`` seconds and retried with the same values.
@@ -47,7 +54,7 @@ from oodrec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-TUNE_KEYS = ("trials", "seed", "startup_trials", "warmup_evals", "space", "methods")
+TUNE_KEYS = ("trials", "seed", "startup_trials", "warmup_evals", "final_epochs", "space", "methods")
 PARAM_KEYS = ("low", "high", "log", "type", "choices")
 HEARTBEAT_S = 30
 ATTEMPTS = 8
@@ -99,6 +106,8 @@ class TuneSpec:
     warmup_evals: int = 2
     space: dict[str, Param] = field(default_factory=dict)
     methods: dict[str, dict[str, Param]] = field(default_factory=dict)
+    final_epochs: int | None = None
+    """Epoch cap of the final runs (None: the trials' ``train.epochs``)."""
 
     def space_for(self, method: str) -> dict[str, Param]:
         """The search space of one method: the shared space, updated by the method's own."""
@@ -164,6 +173,11 @@ def parse_tune(spec: GridSpec) -> TuneSpec:
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{where}.{key} must be an integer >= {least}, got {value!r}")
         ints[key] = value
+    final_epochs = raw.get("final_epochs")
+    if final_epochs is not None and (
+        isinstance(final_epochs, bool) or not isinstance(final_epochs, int) or final_epochs < 1
+    ):
+        raise ConfigError(f"{where}.final_epochs must be an integer >= 1, got {final_epochs!r}")
     space_raw = raw.get("space") or {}
     if not isinstance(space_raw, dict):
         raise ConfigError(f"{where}.space must be a mapping of key -> range")
@@ -184,7 +198,7 @@ def parse_tune(spec: GridSpec) -> TuneSpec:
         methods[name] = {
             str(k): _param(str(k), v, f"{where}.methods.{name}") for k, v in sub.items()
         }
-    tune = TuneSpec(space=space, methods=methods, **ints)
+    tune = TuneSpec(space=space, methods=methods, final_epochs=final_epochs, **ints)
     for method in spec.methods:
         if not tune.space_for(method.name):
             raise ConfigError(f"{where}: method {method.name!r} has an empty search space")
@@ -554,13 +568,44 @@ def final_runs(spec: GridSpec, jobs: list[StudyJob], out_dir: str | Path) -> lis
                 "`oodrec tune` again to finish the search before the final runs"
             )
         cfg = with_params(job.base, row["best_params"])
-        label = f"{job.method} (tuned, {job.trials} trials)"
+        label, tag = f"{job.method} (tuned, {job.trials} trials)", "tuned"
         info = {"tuning": tuning_info(row)}
+        if job.tune.final_epochs is not None:
+            cfg = with_epoch_cap(cfg, job.tune.final_epochs)
+            label = (
+                f"{job.method} (tuned, {job.trials} trials, {job.tune.final_epochs}-epoch finals)"
+            )
+            tag = f"tuned-{job.tune.final_epochs}ep"
+            info["tuning"]["trial_epochs"] = job.base.train.epochs
+            info["tuning"]["final_epochs"] = job.tune.final_epochs
         for seed in spec.seeds:
-            run_name = f"{Path(job.dataset).name}-{job.method}-tuned-seed{seed}"
+            run_name = f"{Path(job.dataset).name}-{job.method}-{tag}-seed{seed}"
             final = replace(cfg, seed=seed, out_dir=str(out_dir), name=run_name)
             runs.append(GridRun(run_name, final, label, job.dataset, seed, {}, info))
     return runs
+
+
+def with_epoch_cap(cfg: ExperimentConfig, epochs: int) -> ExperimentConfig:
+    """``cfg`` with ``train.epochs = epochs`` and nothing else changed: a sampler schedule whose
+    horizon follows ``train.epochs`` (``NegativeSampler.horizon_option`` left at None) is pinned to
+    the old cap.
+
+    Raises:
+        ConfigError: ``epochs`` below the trials' cap (the final runs would train less).
+    """
+    old = cfg.train.epochs
+    if epochs < old:
+        raise ConfigError(
+            f"tune.final_epochs={epochs} is below the trials' train.epochs={old}; the final runs "
+            "may only get a larger cap"
+        )
+    if cfg.model.name == "lightgcn":
+        from oodrec.samplers import sampler_horizon_option
+
+        option = sampler_horizon_option(cfg.sampler.name)
+        if option is not None and cfg.sampler.options.get(option) is None:
+            cfg = set_path(cfg, f"sampler.{option}", old)
+    return set_path(cfg, "train.epochs", epochs)
 
 
 def tuning_info(row: dict[str, Any]) -> dict[str, Any]:
@@ -589,5 +634,6 @@ __all__ = [
     "summarize",
     "tune_worker",
     "tuning_info",
+    "with_epoch_cap",
     "with_params",
 ]

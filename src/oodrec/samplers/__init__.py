@@ -38,6 +38,12 @@ def sampler_train_overrides(name: str, options: dict[str, Any]) -> dict[str, Any
     return hook(options) if hook else {}
 
 
+def sampler_horizon_option(name: str) -> str | None:
+    """The option of sampler ``name`` whose ``None`` means "the horizon is train.epochs"
+    (``NegativeSampler.horizon_option``), or None when its schedule does not follow the cap."""
+    return SAMPLERS.get(name).horizon_option
+
+
 def build_sampler(name: str, ctx: SamplerContext, options: dict[str, Any]) -> NegativeSampler:
     """Resolve ``name`` in ``SAMPLERS`` and build it with validated ``options``."""
     return SAMPLERS.get(name).from_options(ctx, options)
@@ -46,6 +52,7 @@ def build_sampler(name: str, ctx: SamplerContext, options: dict[str, Any]) -> Ne
 __all__ = [
     "SAMPLERS",
     "build_sampler",
+    "sampler_horizon_option",
     "sampler_train_overrides",
     "NegativeSampler",
     "Negatives",

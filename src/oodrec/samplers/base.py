@@ -183,6 +183,10 @@ class NegativeSampler(nn.Module):
 
     Options: ClassVar[type] = type(None)
     paper: ClassVar[str] = ""
+    horizon_option: ClassVar[str | None] = None
+    """The option that sets the epoch horizon of the sampler's schedule, when it has one and
+    ``None`` there means ``train.epochs`` (``ctx.num_epochs``). ``oodrec tune`` pins it when the
+    final runs get a larger epoch cap than the trials, so that only the cap changes."""
 
     def __init__(self, ctx: SamplerContext) -> None:
         super().__init__()

@@ -247,6 +247,7 @@ class CNSDiffSampler(NegativeSampler):
     """
 
     Options = CNSDiffOptions
+    horizon_option = "curriculum_epochs"
     paper = "Zhao et al., Causal Negative Sampling via Diffusion Model for OOD Recommendation"
 
     def __init__(self, ctx: SamplerContext, options: CNSDiffOptions | None = None) -> None:
