@@ -93,7 +93,7 @@ TUNE_EPILOG = """\
 examples:
   oodrec tune configs/tune_smoke.yaml                    # tiny simulator search, a few minutes
   oodrec tune configs/tune.yaml --workers 2 --set train.threads=1
-  oodrec tune configs/tune.yaml --status                 # budget, pruned, best values so far
+  oodrec tune configs/tune.yaml --status                 # budget, pruned, best values, finals done
   oodrec tune configs/tune.yaml --datasets food          # one dataset's studies and final runs
   oodrec tune configs/tune.yaml --final-epochs 120       # final runs with a larger cap
   oodrec tune configs/tune.yaml --executor ray --address auto --storage postgresql://...
@@ -190,7 +190,11 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus-per-worker", type=int, default=1, help="CPUs per Ray task (default 1)")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/tune.db)")
     p.add_argument("--out", help="directory of trials and final runs (default: the grid's out_dir)")
-    p.add_argument("--status", action="store_true", help="print the studies' state only")
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="print the studies' state only (trials, best values, final runs finished)",
+    )
     p.add_argument("--no-final", action="store_true", help="search only; skip the runs over seeds")
     p.add_argument(
         "--final-epochs",
@@ -350,6 +354,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from oodrec.bench.runner import run_grid
     from oodrec.bench.tune import (
         final_runs,
+        finals_done,
         open_study,
         parse_tune,
         storage_url,
@@ -386,15 +391,22 @@ def cmd_tune(args: argparse.Namespace) -> int:
             print("\ninterrupted; rerun the same command to continue the search", file=sys.stderr)
             return 130
     rows = summarize(jobs)
-    print(f"{'study':<28}{'finished':>10}{'pruned':>8}{'running':>9}  best val      values")
-    for r in rows:
+    print(
+        f"{'study':<28}{'finished':>10}{'pruned':>8}{'running':>9}{'finals':>8}  best val"
+        "      values"
+    )
+    for job, r in zip(jobs, rows):
         best = "-" if r["best_value"] is None else f"{r['metric']} {r['best_value']:.4f}"
         values = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in (r["best_params"] or {}).items()
         )
         done = f"{r['finished']:>5}/{r['budget']:<4}"
-        print(f"{r['study']:<28}{done}{r['pruned']:>8}{r['running']:>9}  {best:<13} {values}")
+        finals = f"{finals_done(job, spec.seeds, out_dir)}/{len(spec.seeds)}"
+        print(
+            f"{r['study']:<28}{done}{r['pruned']:>8}{r['running']:>9}{finals:>8}  {best:<13} "
+            f"{values}"
+        )
     for r in rows:
         if r["best_capped"]:
             print(

@@ -362,6 +362,12 @@ def test_tune_final_epochs_reaches_the_report(tmp_path, capsys):
         (tmp_path / "out/synthetic-rns-tuned-5ep-seed1/config.yaml").read_text()
     )
     assert record["train"]["epochs"] == 5
+    capsys.readouterr()
+    # --status counts the finished final runs of the cap it is given
+    assert main(["-q", "tune", str(grid), "--status", "--final-epochs", "5"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[4] == "1/1"  # the finals column
+    assert main(["-q", "tune", str(grid), "--status"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[4] == "0/1"
     assert (
         main(["report", str(tmp_path / "out"), "--out", str(tmp_path / "rep"), "--no-figures"]) == 0
     )

@@ -568,21 +568,33 @@ def final_runs(spec: GridSpec, jobs: list[StudyJob], out_dir: str | Path) -> lis
                 "`oodrec tune` again to finish the search before the final runs"
             )
         cfg = with_params(job.base, row["best_params"])
-        label, tag = f"{job.method} (tuned, {job.trials} trials)", "tuned"
+        label = f"{job.method} (tuned, {job.trials} trials)"
         info = {"tuning": tuning_info(row)}
         if job.tune.final_epochs is not None:
             cfg = with_epoch_cap(cfg, job.tune.final_epochs)
             label = (
                 f"{job.method} (tuned, {job.trials} trials, {job.tune.final_epochs}-epoch finals)"
             )
-            tag = f"tuned-{job.tune.final_epochs}ep"
             info["tuning"]["trial_epochs"] = job.base.train.epochs
             info["tuning"]["final_epochs"] = job.tune.final_epochs
         for seed in spec.seeds:
-            run_name = f"{Path(job.dataset).name}-{job.method}-{tag}-seed{seed}"
+            run_name = final_run_name(job, seed)
             final = replace(cfg, seed=seed, out_dir=str(out_dir), name=run_name)
             runs.append(GridRun(run_name, final, label, job.dataset, seed, {}, info))
     return runs
+
+
+def final_run_name(job: StudyJob, seed: int) -> str:
+    """``DATASET-METHOD-tuned-seedS``, or ``DATASET-METHOD-tuned-Nep-seedS`` with
+    ``final_epochs`` N."""
+    cap = job.tune.final_epochs
+    tag = "tuned" if cap is None else f"tuned-{cap}ep"
+    return f"{Path(job.dataset).name}-{job.method}-{tag}-seed{seed}"
+
+
+def finals_done(job: StudyJob, seeds: list[int], out_dir: str | Path) -> int:
+    """How many of the study's final runs (over ``seeds``) have finished (a ``record.json``)."""
+    return sum((Path(out_dir) / final_run_name(job, s) / "record.json").is_file() for s in seeds)
 
 
 def with_epoch_cap(cfg: ExperimentConfig, epochs: int) -> ExperimentConfig:
@@ -626,7 +638,9 @@ __all__ = [
     "StudyJob",
     "TuneSpec",
     "base_config",
+    "final_run_name",
     "final_runs",
+    "finals_done",
     "open_study",
     "parse_tune",
     "storage_url",
