@@ -188,3 +188,29 @@ def test_epoch_cap_notes(tmp_path):
         "epoch cap binds: rns on food, 2 of 3 seed(s) ended by the cap before early stopping "
         "(best epochs 58, 59 of 60); more epochs may change its row"
     ]
+
+
+def test_tuning_notes_count_pruned_trials_per_dataset(tmp_path):
+    from oodrec.bench.records import RunRecord
+    from oodrec.bench.report import tuning_notes
+
+    def run(dataset, label, pruned, **extra):
+        tuning = {"budget": 12, "metric": "val ndcg@20", "pruned": pruned, **extra}
+        tuning["space"] = ["train.lr in [0.0001, 0.03] (log)"]
+        record = {"config": {"data": {"dataset": dataset}}, "dataset": dataset}
+        return RunRecord(tmp_path / dataset, record, {"method": label, "tuning": tuning})
+
+    runs = [
+        run("food", "rns (tuned, 12 trials)", 4),
+        run("yelp2018", "rns (tuned, 12 trials)", 8),
+        run("food", "rns (tuned, 12 trials)", 4),
+        run("food", "x", 2, final_epochs=120, trial_epochs=60),
+        RunRecord(tmp_path / "plain", {"dataset": "food"}, {"method": "y"}),
+    ]
+    space = "over train.lr in [0.0001, 0.03] (log)"
+    assert tuning_notes(runs) == [
+        "rns (tuned, 12 trials): best of 12 trials on val ndcg@20 (Optuna TPE, median pruning; "
+        f"pruned: food 4, yelp2018 8) {space}",
+        "x: best of 12 trials on val ndcg@20 (Optuna TPE, median pruning; 2 pruned) "
+        f"{space}; final runs capped at 120 epochs, trials at 60",
+    ]

@@ -139,18 +139,7 @@ def table1(
                 )
         table.rows.append(row)
     _add_comparison_rows(table, cols, target, selection, split, baseline)
-    tuned = {r.label: r.bench["tuning"] for r in main if r.bench.get("tuning")}
-    for label, info in sorted(tuned.items()):
-        table.notes.append(
-            f"{label}: best of {info['budget']} trials on {info['metric']} (Optuna TPE, median "
-            f"pruning; {info['pruned']} pruned) over {'; '.join(info['space'])}"
-            + (
-                f"; final runs capped at {info['final_epochs']} epochs, trials at "
-                f"{info['trial_epochs']}"
-                if info.get("final_epochs")
-                else ""
-            )
-        )
+    table.notes += tuning_notes(main)
     table.notes += cap_notes(main)
     skipped = len(runs) - len(main)
     if skipped:
@@ -159,6 +148,31 @@ def table1(
             "left out (see the ablation and alpha/beta tables, Figure 4)"
         )
     return table
+
+
+def tuning_notes(runs: list[RunRecord]) -> list[str]:
+    """One note per tuned method label: budget, selection metric, pruned trials (per dataset:
+    each (dataset, method) has its own study), search space, and a larger final-run cap."""
+    groups = group_by([r for r in runs if r.bench.get("tuning")], lambda r: r.label)
+    notes = []
+    for label, group in sorted(groups.items()):
+        info = group[0].bench["tuning"]
+        pruned = {r.dataset: r.bench["tuning"]["pruned"] for r in group}
+        if len(pruned) == 1:
+            pruned_text = f"{next(iter(pruned.values()))} pruned"
+        else:
+            pruned_text = "pruned: " + ", ".join(f"{d} {n}" for d, n in sorted(pruned.items()))
+        cap = info.get("final_epochs")
+        notes.append(
+            f"{label}: best of {info['budget']} trials on {info['metric']} (Optuna TPE, median "
+            f"pruning; {pruned_text}) over {'; '.join(info['space'])}"
+            + (
+                f"; final runs capped at {cap} epochs, trials at {info['trial_epochs']}"
+                if cap
+                else ""
+            )
+        )
+    return notes
 
 
 def cap_notes(runs: list[RunRecord]) -> list[str]:
