@@ -168,16 +168,15 @@ def parse_tune(spec: GridSpec) -> TuneSpec:
         ("seed", 1, 0),
         ("startup_trials", 4, 0),
         ("warmup_evals", 2, 0),
+        ("final_epochs", None, 1),  # optional
     ):
         value = raw.get(key, default)
+        if value is None and default is None:
+            ints[key] = None
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{where}.{key} must be an integer >= {least}, got {value!r}")
         ints[key] = value
-    final_epochs = raw.get("final_epochs")
-    if final_epochs is not None and (
-        isinstance(final_epochs, bool) or not isinstance(final_epochs, int) or final_epochs < 1
-    ):
-        raise ConfigError(f"{where}.final_epochs must be an integer >= 1, got {final_epochs!r}")
     space_raw = raw.get("space") or {}
     if not isinstance(space_raw, dict):
         raise ConfigError(f"{where}.space must be a mapping of key -> range")
@@ -198,7 +197,7 @@ def parse_tune(spec: GridSpec) -> TuneSpec:
         methods[name] = {
             str(k): _param(str(k), v, f"{where}.methods.{name}") for k, v in sub.items()
         }
-    tune = TuneSpec(space=space, methods=methods, final_epochs=final_epochs, **ints)
+    tune = TuneSpec(space=space, methods=methods, **ints)
     for method in spec.methods:
         if not tune.space_for(method.name):
             raise ConfigError(f"{where}: method {method.name!r} has an empty search space")
@@ -594,7 +593,9 @@ def final_run_name(job: StudyJob, seed: int) -> str:
 
 def finals_done(job: StudyJob, seeds: list[int], out_dir: str | Path) -> int:
     """How many of the study's final runs (over ``seeds``) have finished (a ``record.json``)."""
-    return sum((Path(out_dir) / final_run_name(job, s) / "record.json").is_file() for s in seeds)
+    from oodrec.train.runs import RunDir
+
+    return sum(RunDir(Path(out_dir) / final_run_name(job, s)).is_finished() for s in seeds)
 
 
 def with_epoch_cap(cfg: ExperimentConfig, epochs: int) -> ExperimentConfig:
