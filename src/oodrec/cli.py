@@ -113,7 +113,12 @@ def _build_config(args: argparse.Namespace):
     overrides = _flag_overrides(args)
     cfg = apply_overrides(cfg, overrides + list(args.set))
     from oodrec.errors import ConfigError
-    from oodrec.methods import METHODS, check_method_config, implied_overrides
+    from oodrec.methods import (
+        METHODS,
+        check_method_config,
+        implied_overrides,
+        inert_settings,
+    )
 
     if args.sampler and not METHODS.get(cfg.model.name).takes_sampler:
         raise ConfigError(
@@ -125,6 +130,9 @@ def _build_config(args: argparse.Namespace):
     implied = [f"{k}={v}" for k, v in implied_overrides(cfg).items() if k not in explicit]
     cfg = apply_overrides(cfg, implied)
     check_method_config(cfg)
+    for key, why in inert_settings(cfg).items():
+        value = cfg.sampler.options[key.split(".", 1)[1]]
+        logger.warning("%s=%s has no effect: %s", key, value, why)
     if getattr(args, "out", None):
         cfg = replace(cfg, out_dir=args.out)
     if getattr(args, "name", None):

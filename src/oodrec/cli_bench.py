@@ -47,7 +47,8 @@ test R@10/20, N@10/20 per method and dataset, mean ± std over seeds, best bold,
 underlined, improvement of the target method over the strongest baseline with a paired t-test
 p-value), ablation, alpha_beta and runtime tables, each as .md, .csv and .tex, report.md with
 all tables, and figures/ (PNG and PDF). Val-selected and test-selected runs get separate
-tables, each labelled.
+tables, each labelled. OUT/.oodrec-report.json lists the files written; a file the last report
+wrote that this one does not (its runs are gone) is removed, and no other file is touched.
 
 examples:
   oodrec report runs/paper --out results
@@ -435,13 +436,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Handler of ``oodrec report``. Returns 0."""
-    from oodrec.bench.report import write_report
+    from oodrec.bench.report import prune_stale, write_report
     from oodrec.errors import ConfigError
 
     out = Path(args.out) if args.out else Path(args.runs_dir) / "report"
     written = write_report(
         args.runs_dir, out, target=args.target, baseline=args.baseline, reselect=args.reselect
     )
+    drew_figures = False
     if args.figures is not False:
         try:
             import matplotlib  # noqa: F401
@@ -453,6 +455,12 @@ def cmd_report(args: argparse.Namespace) -> int:
             from oodrec.bench.plots import write_figures
 
             written += write_figures(args.runs_dir, out / "figures", data_dir=args.data_dir)
+            drew_figures = True
     for path in written:
         print(path)
+    for path in prune_stale(out, written, keep=() if drew_figures else ("figures",)):
+        print(
+            f"removed {path} (the last report wrote it; this one has nothing for it)",
+            file=sys.stderr,
+        )
     return 0

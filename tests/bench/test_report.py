@@ -214,3 +214,35 @@ def test_tuning_notes_count_pruned_trials_per_dataset(tmp_path):
         "x: best of 12 trials on val ndcg@20 (Optuna TPE, median pruning; 2 pruned) "
         f"{space}; final runs capped at 120 epochs, trials at 60",
     ]
+
+
+def test_a_report_removes_only_its_own_stale_files(runs_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    from oodrec.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("hand-written\n")
+    (out / "notes.csv").write_text("not the report's\n")
+    assert main(["-q", "report", str(runs_dir), "--out", str(out), "--no-figures"]) == 0
+    assert {"ablation.md", "ablation.csv", "ablation.tex"} <= set(
+        json.loads((out / ".oodrec-report.json").read_text())
+    )
+    # a figure the last report drew: kept while figures are skipped
+    (out / "figures").mkdir()
+    (out / "figures" / "fig4_x.png").write_bytes(b"png")
+    listed = json.loads((out / ".oodrec-report.json").read_text())
+    (out / ".oodrec-report.json").write_text(json.dumps([*listed, "figures/fig4_x.png"]))
+    for run in runs_dir.glob("abl-*"):  # the ablation runs are gone
+        shutil.rmtree(run)
+    capsys.readouterr()
+    assert main(["-q", "report", str(runs_dir), "--out", str(out), "--no-figures"]) == 0
+    err = capsys.readouterr().err
+    assert not any((out / f"ablation{ext}").exists() for ext in (".md", ".csv", ".tex"))
+    assert err.count("removed ") == 3 and "ablation.md" in err
+    assert (out / "table1.md").exists() and (out / "alpha_beta.md").exists()
+    assert (out / "README.md").read_text() == "hand-written\n" and (out / "notes.csv").exists()
+    assert (out / "figures" / "fig4_x.png").exists()
+    assert "figures/fig4_x.png" in json.loads((out / ".oodrec-report.json").read_text())

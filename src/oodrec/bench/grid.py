@@ -29,6 +29,7 @@ Later steps win. Run names are ``{dataset}-{method}-seed{seed}[-{key}={value}...
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +37,8 @@ from typing import Any
 
 from oodrec.config import ExperimentConfig, apply_overrides, from_dict, read_yaml, set_path
 from oodrec.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 GRID_KEYS = ("base", "methods", "datasets", "seeds", "sweep", "out_dir", "tune")
 METHOD_KEYS = ("name", "model", "sampler", "options", "overrides")
@@ -395,11 +398,14 @@ def expand_grid(
         ConfigError: an invalid sampler, option or override (the message names the grid file),
             or two runs with the same name.
     """
+    from oodrec.methods import inert_settings
+
     out = out_dir or spec.out_dir
     keys = list(spec.sweep)
     points = [dict(zip(keys, values)) for values in itertools.product(*spec.sweep.values())]
     runs: list[GridRun] = []
     seen: dict[str, str] = {}
+    inert: dict[tuple[str, str], str] = {}
     for dataset in spec.datasets:
         for method in spec.methods:
             where = f"dataset {dataset!r}, method {method.name!r}"
@@ -415,6 +421,8 @@ def expand_grid(
                         pcfg = set_path(pcfg, key, value)
                     pcfg = apply_overrides(pcfg, list(extra_overrides or []))
                     _check_method(pcfg)
+                    for key, why in inert_settings(pcfg).items():
+                        inert.setdefault((method.name, key), why)
                 except ConfigError as exc:
                     raise _fail(spec.source, f"{where}, sweep {point}: {exc}") from None
                 for seed in spec.seeds:
@@ -428,7 +436,22 @@ def expand_grid(
                     except ConfigError as exc:
                         raise _fail(spec.source, f"{where}: {exc}") from None
                     runs.append(GridRun(name, final, method.name, dataset, seed, dict(point)))
+    warn_inert(spec.source, inert)
     return runs
+
+
+def warn_inert(source: str, inert: dict[tuple[str, str], str]) -> None:
+    """One warning per (method, option) that a grid sets but that cannot change training
+    (``oodrec.methods.inert_settings``): runs that differ only in it would be identical."""
+    for (method, key), why in sorted(inert.items()):
+        logger.warning(
+            "%s: method %r sets %s, which has no effect: %s (runs that differ only in it are "
+            "identical)",
+            source,
+            method,
+            key,
+            why,
+        )
 
 
 __all__ = [

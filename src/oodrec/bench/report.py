@@ -330,7 +330,49 @@ def write_report(
     return written
 
 
+MANIFEST = ".oodrec-report.json"
+"""The list of files the last ``oodrec report`` wrote into its output directory."""
+
+
+def prune_stale(out_dir: str | Path, written: list[Path], keep: tuple[str, ...] = ()) -> list[Path]:
+    """Remove the files that the previous report into ``out_dir`` wrote and this one did not
+    (a figure or table kind whose runs are gone), then record ``written`` as the new manifest.
+
+    Only files named in the previous manifest are touched, so hand-written files (a README) and
+    a directory written before manifests existed are left alone.
+
+    Args:
+        out_dir: the report's output directory.
+        written: the files this report wrote.
+        keep: relative folders whose old files stay (parts this report did not draw, e.g.
+            ``figures`` when figures were skipped); they stay in the manifest.
+
+    Returns:
+        The removed files.
+    """
+    import json
+
+    out = Path(out_dir)
+    manifest = out / MANIFEST
+    now = {Path(p).resolve().relative_to(out.resolve()).as_posix() for p in written}
+    try:
+        before = set(json.loads(manifest.read_text()))
+    except (OSError, ValueError, TypeError):
+        before = set()  # no manifest (first report, or one from before manifests): keep all
+    kept = {f for f in before if f.split("/", 1)[0] in keep}
+    removed = []
+    for name in sorted(before - now - kept):
+        path = out / name
+        if path.is_file():
+            path.unlink()
+            removed.append(path)
+    manifest.write_text(json.dumps(sorted(now | kept), indent=1) + "\n")
+    return removed
+
+
 __all__ = [
+    "MANIFEST",
+    "prune_stale",
     "build_tables",
     "cap_notes",
     "is_target",

@@ -198,16 +198,26 @@ def parse_tune(spec: GridSpec) -> TuneSpec:
             str(k): _param(str(k), v, f"{where}.methods.{name}") for k, v in sub.items()
         }
     tune = TuneSpec(space=space, methods=methods, **ints)
+    from oodrec.bench.grid import warn_inert
+    from oodrec.methods import inert_settings
+
+    inert: dict[tuple[str, str], str] = {}
     for method in spec.methods:
         if not tune.space_for(method.name):
             raise ConfigError(f"{where}: method {method.name!r} has an empty search space")
         cfg = base_config(spec, spec.datasets[0], method.name, tune)
+        inert.update({(method.name, k): why for k, why in inert_settings(cfg).items()})
         for p in tune.space_for(method.name).values():
             probe = p.choices[0] if p.kind == "categorical" else p.low
             try:
-                _check_method(set_path(cfg, p.key, int(probe) if p.kind == "int" else probe))
+                probe_cfg = set_path(cfg, p.key, int(probe) if p.kind == "int" else probe)
+                _check_method(probe_cfg)
             except ConfigError as exc:
                 raise ConfigError(f"{where}: method {method.name!r}, {p.key}: {exc}") from None
+            why = inert_settings(probe_cfg).get(p.key)
+            if why:  # a searched dimension that cannot matter spends trials for nothing
+                inert[(method.name, f"{p.key} (searched)")] = why
+    warn_inert(where, inert)
     return tune
 
 

@@ -6,6 +6,7 @@ method brings its own model, loss, batches and scorer (``oodrec models``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -72,6 +73,21 @@ def check_method_config(cfg: ExperimentConfig) -> None:
         )
 
 
+def inert_settings(cfg: ExperimentConfig) -> dict[str, str]:
+    """The ``sampler.*`` options set in ``cfg`` that cannot change training given the other
+    options (dotted key -> why), e.g. CNSDiff's lambda_2 when its gradient is off. The CLI, the
+    grid and ``oodrec tune`` warn about them: runs that differ only in them are identical."""
+    cls = METHODS.get(cfg.model.name)
+    if not cls.takes_sampler:
+        return {}
+    from oodrec.samplers import inert_sampler_options
+
+    found = inert_sampler_options(
+        cfg.sampler.name, dict(cfg.sampler.options), Path(str(cfg.data.dataset)).name
+    )
+    return {f"sampler.{k}": why for k, why in found.items()}
+
+
 def build_method(cfg: ExperimentConfig, data: TrainData, device: torch.device) -> Method:
     """Build ``cfg.model.name`` from the training view ``data`` (never the whole dataset)."""
     check_method_config(cfg)
@@ -87,6 +103,7 @@ __all__ = [
     "Scorer",
     "TrainData",
     "build_method",
+    "inert_settings",
     "check_method_config",
     "implied_overrides",
 ]

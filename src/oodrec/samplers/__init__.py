@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from oodrec.config import parse_options
 from oodrec.registry import Registry
 from oodrec.samplers.ahns import AHNSSampler
 from oodrec.samplers.base import (
@@ -44,6 +45,14 @@ def sampler_horizon_option(name: str) -> str | None:
     return SAMPLERS.get(name).horizon_option
 
 
+def inert_sampler_options(name: str, options: dict[str, Any], dataset: str) -> dict[str, str]:
+    """The options set in ``options`` that cannot change training given the others (option
+    -> why; ``NegativeSampler.inert_options``). Raises ConfigError on an invalid option."""
+    cls = SAMPLERS.get(name)
+    parsed = parse_options(cls.Options, options, f"sampler {name!r}", "sampler.")
+    return {k: v for k, v in cls.inert_options(parsed, dataset).items() if k in options}
+
+
 def build_sampler(name: str, ctx: SamplerContext, options: dict[str, Any]) -> NegativeSampler:
     """Resolve ``name`` in ``SAMPLERS`` and build it with validated ``options``."""
     return SAMPLERS.get(name).from_options(ctx, options)
@@ -52,6 +61,7 @@ def build_sampler(name: str, ctx: SamplerContext, options: dict[str, Any]) -> Ne
 __all__ = [
     "SAMPLERS",
     "build_sampler",
+    "inert_sampler_options",
     "sampler_horizon_option",
     "sampler_train_overrides",
     "NegativeSampler",

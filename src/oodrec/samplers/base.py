@@ -197,6 +197,19 @@ class NegativeSampler(nn.Module):
         """Build the sampler from a (possibly partial) options mapping."""
         return cls(ctx, parse_options(cls.Options, options, cls.__name__, "sampler."))
 
+    @classmethod
+    def inert_options(cls, options: Any, dataset: str) -> dict[str, str]:
+        """Options that cannot change training given the others: name -> why.
+
+        Used to warn when a user sets, sweeps or tunes such an option (a sensitivity grid over
+        it would give identical runs). Only options whose inertness is certain belong here.
+
+        Args:
+            options: the parsed ``Options`` instance.
+            dataset: the dataset name (for samplers with per-dataset presets).
+        """
+        return {}
+
     def sample(self, batch: TripletBatch, emb: Embeddings, gen: torch.Generator) -> Negatives:
         """Negatives for ``batch`` given the current embeddings."""
         raise NotImplementedError

@@ -290,6 +290,60 @@ class CNSDiffSampler(NegativeSampler):
 
     # ------------------------------------------------------------------ interface
 
+    @classmethod
+    def inert_options(cls, options: CNSDiffOptions, dataset: str) -> dict[str, str]:
+        o = options.resolved(dataset)
+        out: dict[str, str] = {}
+        if not o.diffusion_grad_to_backbone:
+            how = "" if options.diffusion_grad_to_backbone is False else f" in mode {o.mode!r}"
+            out["diffusion_loss_weight"] = (
+                f"the diffusion loss does not reach the backbone (diffusion_grad_to_backbone is "
+                f"false{how}); set sampler.diffusion_grad_to_backbone=true to make lambda_2 count"
+            )
+        if not o.train_denoiser:
+            out["denoiser_lr"] = "the denoiser is not trained (train_denoiser is false)"
+        diffusion = o.train_denoiser or (o.diffusion_grad_to_backbone and o.diffusion_loss_weight)
+        causal_on = o.causal and o.causal_mode != "none" and bool(o.causal_weight)
+        variational = ("env_supervision", "likelihood_scale")
+        if not diffusion:
+            for k in ("causal_weight", "causal_mode", *variational):
+                out[k] = (
+                    "no diffusion loss is computed (the denoiser is not trained, and none of "
+                    "the loss reaches the backbone)"
+                )
+        elif not (o.causal and o.causal_mode != "none"):
+            out["causal_weight"] = "the causal term is off (causal is false or causal_mode is none)"
+        if o.causal_mode != "variational":
+            for k in (*variational, "prior", "generation"):
+                out.setdefault(
+                    k, f"only causal_mode 'variational' reads it (mode is {o.causal_mode!r})"
+                )
+        elif diffusion and not causal_on:
+            for k in variational:
+                out.setdefault(k, "the causal term is off (causal, causal_mode or causal_weight)")
+        if o.causal_mode not in ("variational", "rex"):
+            out.setdefault(
+                "num_envs",
+                f"only causal_mode 'variational' or 'rex' reads it (mode is {o.causal_mode!r})",
+            )
+        if not o.align:
+            for k in ("cl_weight", "temperature", "positive_noise"):
+                out[k] = "the alignment loss is off (align is false)"
+        elif not o.cl_weight:
+            for k in ("temperature", "positive_noise"):
+                out[k] = "the alignment loss has weight 0 (cl_weight)"
+        if not o.mixup:
+            for k in (
+                "initial_alpha",
+                "initial_beta",
+                "final_alpha",
+                "final_beta",
+                "min_mix_ratio",
+                "curriculum_epochs",
+            ):
+                out[k] = "there is no mix schedule (mixup is false: the generated negative is used)"
+        return out
+
     @staticmethod
     def train_overrides(options: dict[str, Any]) -> dict[str, Any]:
         """``code_faithful`` also uses the CNSDiff code's SELFRec L2 form (D10)."""
