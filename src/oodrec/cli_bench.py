@@ -64,7 +64,8 @@ Every (dataset, method) of the grid gets one Optuna study with the same budget o
 selection metric (train.select_metric, e.g. ndcg@20 or an OOD-aware estimator) falls below the
 median of earlier trials at the same evaluation. Tuning never reads a test split. Studies live in
 one SQLite file (OUT/tune.db, or --storage URL), so a killed search resumes without repeating
-finished trials, and several workers share a study: --workers N local processes, or Ray tasks
+finished trials (a trial cut off in the middle continues its run from the last checkpoint, once
+its heartbeat is 90 s stale), and several workers share a study: --workers N local processes, or Ray tasks
 with --executor ray (on a cluster, use a --storage every node reaches, e.g. PostgreSQL; SQLite
 on a network file system is only safe where that file system supports POSIX locks).
 

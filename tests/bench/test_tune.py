@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -374,3 +375,97 @@ def test_tune_final_epochs_reaches_the_report(tmp_path, capsys):
     table = (tmp_path / "rep/table1.md").read_text()
     assert "rns (tuned, 1 trials, 5-epoch finals)" in table
     assert "final runs capped at 5 epochs, trials at 3" in table
+
+
+def _zombie(tmp_path, monkeypatch, die_at: int | None):
+    """A killed worker's trial: params drawn, run directory named, trained up to epoch
+    ``die_at`` (None: to the end, with the process killed before Optuna heard of it) and
+    reported, its heartbeat then stale. Returns (job, zombie, run_dir, cfg)."""
+    import time
+
+    import oodrec.bench.tune as tune_mod
+    import oodrec.train.loop as loop
+    from oodrec.bench.runner import _load_dataset
+    from oodrec.bench.tune import with_params
+
+    monkeypatch.setattr(tune_mod, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(tune_mod, "GRACE_S", 1)
+    _, jobs = _jobs(tmp_path, trials=1)
+    job = jobs[0]
+    study = open_study(job.url, study_name("synthetic", "rns"), job.tune)
+    with pytest.warns(UserWarning, match="Heartbeat"):
+        zombie = study.ask()
+    params = {k: p.suggest(zombie) for k, p in job.space.items()}
+    run_dir = job.trial_dir / f"trial-{zombie.number:04d}"
+    zombie.set_user_attr("run_dir", str(run_dir))
+    cfg = replace(with_params(job.base, params), out_dir=str(job.trial_dir), name=run_dir.name)
+
+    class Killed(Exception):
+        pass
+
+    def report(epoch, means):
+        zombie.report(means["ndcg@20"], step=epoch)
+        if epoch == die_at:
+            raise Killed
+
+    try:
+        loop.train(cfg, _load_dataset(cfg), run_dir=run_dir, on_evaluate=report)
+    except Killed:
+        pass
+    study._storage.record_heartbeat(zombie._trial_id)
+    time.sleep(1.5)
+    return job, zombie, run_dir, cfg
+
+
+def _settle_counting_trains(job, monkeypatch):
+    import oodrec.bench.tune as tune_mod
+    import oodrec.train.loop as loop
+
+    calls, real_train = [], loop.train
+    monkeypatch.setattr(loop, "train", lambda *a, **k: calls.append(k) or real_train(*a, **k))
+    tune_mod.settle([job], wait_s=30)
+    monkeypatch.setattr(loop, "train", real_train)
+    study = open_study(job.url, study_name("synthetic", "rns"), job.tune)
+    return study, calls
+
+
+def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path, monkeypatch):
+    """A worker killed in the middle of a trial: the retry (same params) continues the trial's
+    run directory from its last checkpoint, and ends where an uninterrupted trial ends."""
+    from optuna.trial import TrialState
+
+    import oodrec.train.loop as loop
+    from oodrec.bench.runner import _load_dataset
+
+    job, zombie, run_dir, cfg = _zombie(tmp_path, monkeypatch, die_at=1)
+    study, calls = _settle_counting_trains(job, monkeypatch)
+    assert study.trials[zombie.number].state == TrialState.FAIL
+    (retry,) = finished(study)
+    assert retry.params == zombie.params and retry.user_attrs["run_dir"] == str(run_dir)
+    assert len(calls) == 1 and calls[0]["resume"] and calls[0]["run_dir"] == run_dir
+    assert sorted(p.name for p in job.trial_dir.iterdir()) == [run_dir.name]  # no new directory
+    resumed = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in resumed] == [0, 1, 2]
+
+    # the same trial uninterrupted, elsewhere: the same epochs and the same value
+    whole = tmp_path / "whole"
+    result = loop.train(replace(cfg, out_dir=str(whole)), _load_dataset(cfg), run_dir=whole / "t")
+    uninterrupted = [json.loads(x) for x in (whole / "t" / "epochs.jsonl").read_text().splitlines()]
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]
+
+    assert strip(resumed) == strip(uninterrupted)
+    assert retry.value == pytest.approx(result.metrics["val"]["ndcg@20"])
+    # every evaluation is a pruning step, the killed attempt's included
+    assert retry.intermediate_values == {i: r["val/ndcg@20"] for i, r in enumerate(resumed)}
+
+
+def test_a_trial_killed_after_its_run_finished_is_not_trained_again(tmp_path, monkeypatch):
+    from oodrec.train.runs import RunDir
+
+    job, zombie, run_dir, _ = _zombie(tmp_path, monkeypatch, die_at=None)
+    study, calls = _settle_counting_trains(job, monkeypatch)
+    (retry,) = finished(study)
+    assert calls == [] and retry.user_attrs["run_dir"] == str(run_dir)
+    assert retry.value == RunDir(run_dir).read_record()["metrics"]["val"]["ndcg@20"]

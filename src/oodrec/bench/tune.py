@@ -38,7 +38,6 @@ failed by Optuna's heartbeat after ``GRACE_S`` seconds and retried with the same
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
 import math
@@ -59,6 +58,9 @@ PARAM_KEYS = ("low", "high", "log", "type", "choices")
 HEARTBEAT_S = 30
 ATTEMPTS = 8
 GRACE_S = 90
+MAX_RETRY = 10
+"""Times a trial whose worker was killed is queued again. Each retry continues the same run
+directory from its checkpoint, so a long trial survives as many interrupted sittings."""
 OPTUNA_MISSING = "oodrec tune needs Optuna: pip install 'optuna>=3.4' (or the project's dev extra)"
 
 
@@ -284,16 +286,18 @@ def open_study(url: str, name: str, tune: TuneSpec) -> Any:
                 # heartbeats are "experimental" in every Optuna since 2.8; the retry callback
                 # was renamed in 4.9 (both names are handled)
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # A retry keeps the killed trial's evaluations (pruning steps) and its
+                # user_attrs, so it resumes the same run directory (see _objective).
                 if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):
-                    retry = {
-                        "heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(
-                            2
-                        )
-                    }
+                    cb = storages.RetryHeartbeatStaleTrialCallback(
+                        MAX_RETRY, inherit_intermediate_values=True
+                    )
+                    retry = {"heartbeat_stale_trial_callback": cb}
                 else:
-                    retry = {
-                        "failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=2)
-                    }
+                    cb = storages.RetryFailedTrialCallback(
+                        MAX_RETRY, inherit_intermediate_values=True
+                    )
+                    retry = {"failed_trial_callback": cb}
                 storage = storages.RDBStorage(
                     url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S, **retry
                 )
@@ -370,9 +374,9 @@ def _objective(job: StudyJob):
     from optuna import TrialPruned
     from optuna.trial import TrialState
 
-    from oodrec.bench.runner import BENCH_FILE, _load_dataset
+    from oodrec.bench.runner import BENCH_FILE, _load_dataset, plan_run
     from oodrec.train.loop import train
-    from oodrec.train.runs import atomic_write_text
+    from oodrec.train.runs import RunDir, atomic_write_text
 
     metric = job.base.train.select_metric
 
@@ -388,23 +392,45 @@ def _objective(job: StudyJob):
             raise _Surplus()
         params = {key: p.suggest(trial) for key, p in job.space.items()}
         cfg = with_params(job.base, params)
-        run_dir = job.trial_dir / f"trial-{trial.number:04d}"
-        cfg = replace(cfg, out_dir=str(job.trial_dir), name=run_dir.name)
+        # A retry of a trial whose worker was killed inherits its user_attrs (the same params
+        # and run directory) and its evaluations, and continues that run from its checkpoint.
+        retried = trial.user_attrs.get("run_dir")
+        run_dir = Path(retried) if retried else job.trial_dir / f"trial-{trial.number:04d}"
+        cfg = replace(cfg, out_dir=str(run_dir.parent), name=run_dir.name)
         trial.set_user_attr("run_dir", str(run_dir))
-
-        evals = itertools.count()  # pruning steps count evaluations (eval_every may be > 1)
+        every = cfg.train.eval_every
 
         def report(epoch: int, means: dict[str, float]) -> None:
-            step = next(evals)
-            trial.report(means[metric], step=step)
+            # pruning steps count evaluations (eval_every may be > 1; the last epoch is always
+            # evaluated), numbered from the epoch so that a resumed run continues the count
+            step = epoch // every
+            with warnings.catch_warnings():  # a step the killed attempt reported already
+                warnings.filterwarnings("ignore", message=".*already reported")
+                trial.report(means[metric], step=step)
             # the pruner never prunes before warmup_evals; skip its storage reads until then
             if step >= job.tune.warmup_evals and trial.should_prune():
                 raise TrialPruned(f"val {metric} {means[metric]:.4f} at epoch {epoch}")
 
+        action = "new"
+        if retried:
+            run = GridRun(run_dir.name, cfg, job.method, job.dataset, cfg.seed, dict(params))
+            action = plan_run(run, run_dir, force=True)
+            logger.info("trial %d continues %s (%s)", trial.number, run_dir, action)
+        if action == "skip":  # the run finished; only the trial's result was lost
+            return float(RunDir(run_dir).read_record()["metrics"]["val"][metric])
+        if action == "restart":
+            RunDir(run_dir).clear()
         run_dir.mkdir(parents=True, exist_ok=True)
         trial_info = {"study": trial.study.study_name, "number": trial.number, "params": params}
         atomic_write_text(run_dir / BENCH_FILE, json.dumps({"trial": trial_info}, indent=2))
-        result = train(cfg, _load_dataset(cfg), run_dir=run_dir, on_evaluate=report, command="tune")
+        result = train(
+            cfg,
+            _load_dataset(cfg),
+            run_dir=run_dir,
+            resume=action == "resume",
+            on_evaluate=report,
+            command="tune",
+        )
         return float(result.metrics["val"][metric])
 
     objective.surplus = False  # type: ignore[attr-defined]
