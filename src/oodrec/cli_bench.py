@@ -65,9 +65,10 @@ selection metric (train.select_metric, e.g. ndcg@20 or an OOD-aware estimator) f
 median of earlier trials at the same evaluation. Tuning never reads a test split. Studies live in
 one SQLite file (OUT/tune.db, or --storage URL), so a killed search resumes without repeating
 finished trials (a trial cut off in the middle continues its run from the last checkpoint, once
-its heartbeat is 90 s stale), and several workers share a study: --workers N local processes, or Ray tasks
-with --executor ray (on a cluster, use a --storage every node reaches, e.g. PostgreSQL; SQLite
-on a network file system is only safe where that file system supports POSIX locks).
+its heartbeat is 90 s stale), and several workers share a study: --workers N local processes,
+or Ray tasks with --executor ray (on a cluster, use a --storage every node reaches, e.g.
+PostgreSQL; SQLite on a network file system is only safe where that file system supports POSIX
+locks).
 
 Once every study has its budget, the best values of each study run over the grid's seeds as
 ordinary resumable grid runs, OUT/DATASET-METHOD-tuned-seedN, labelled

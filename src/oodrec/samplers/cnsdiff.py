@@ -306,7 +306,8 @@ class CNSDiffSampler(NegativeSampler):
         causal_on = o.causal and o.causal_mode != "none" and bool(o.causal_weight)
         variational = ("env_supervision", "likelihood_scale")
         if not diffusion:
-            for k in ("causal_weight", "causal_mode", *variational):
+            # (not causal_mode: "variational" also conditions the generating denoiser on e)
+            for k in ("causal_weight", *variational):
                 out[k] = (
                     "no diffusion loss is computed (the denoiser is not trained, and none of "
                     "the loss reaches the backbone)"
