@@ -358,8 +358,10 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from oodrec.bench.tune import (
         final_runs,
         finals_done,
+        format_running,
         open_study,
         parse_tune,
+        running_trials,
         storage_url,
         study_jobs,
         study_name,
@@ -410,6 +412,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"{r['study']:<28}{done}{r['pruned']:>8}{r['running']:>9}{finals:>8}  {best:<13} "
             f"{values}"
         )
+    if args.status:
+        running = running_trials(jobs)
+        if running:
+            print("running trials (a worker killed mid-trial leaves one; it continues later):")
+        for row in running:
+            print(format_running(row))
     for r in rows:
         if r["best_capped"]:
             print(

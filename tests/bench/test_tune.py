@@ -469,3 +469,17 @@ def test_a_trial_killed_after_its_run_finished_is_not_trained_again(tmp_path, mo
     (retry,) = finished(study)
     assert calls == [] and retry.user_attrs["run_dir"] == str(run_dir)
     assert retry.value == RunDir(run_dir).read_record()["metrics"]["val"]["ndcg@20"]
+
+
+def test_status_shows_how_far_a_running_trial_has_got(tmp_path, monkeypatch):
+    from oodrec.bench.tune import format_running, running_trials
+
+    job, zombie, run_dir, _ = _zombie(tmp_path, monkeypatch, die_at=2)
+    rows = [json.loads(x) for x in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    (row,) = running_trials([job], now=(run_dir / "epochs.jsonl").stat().st_mtime + 7)
+    assert row["number"] == zombie.number and row["epochs"] == len(rows) == 2
+    assert row["cap"] == 3 and row["val"] == rows[-1]["val/ndcg@20"]
+    assert row["best"] == max(r["val/ndcg@20"] for r in rows)
+    line = format_running(row)
+    assert line.startswith(f"  synthetic/rns trial {zombie.number}: epoch 2 of 3, val ndcg@20 ")
+    assert line.endswith("last epoch written 7 s ago")

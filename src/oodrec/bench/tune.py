@@ -570,6 +570,61 @@ def summarize(jobs: list[StudyJob]) -> list[dict[str, Any]]:
     return rows
 
 
+def running_trials(jobs: list[StudyJob], now: float | None = None) -> list[dict[str, Any]]:
+    """The RUNNING trials of each study and how far their runs have got, from their run
+    directories: ``study``, ``number``, ``epochs`` done of ``cap``, the last ``val`` of the
+    selection metric and the ``best`` so far, median ``epoch_s``, and ``idle_s``, the seconds
+    since the run last wrote an epoch (a large value with no live worker means a killed one,
+    whose trial the next ``oodrec tune`` continues)."""
+    import statistics
+
+    from optuna.trial import TrialState
+
+    from oodrec.errors import OodrecError
+    from oodrec.train.runs import RunDir
+
+    now = time.time() if now is None else now
+    out = []
+    for job in jobs:
+        study = open_study(job.url, study_name(job.dataset, job.method), job.tune)
+        metric = f"{job.base.train.select_on}/{job.base.train.select_metric}"
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            run_dir = trial.user_attrs.get("run_dir")
+            rd = RunDir(run_dir) if run_dir else None
+            try:
+                rows = rd.read_epochs() if rd and rd.epochs_path.is_file() else []
+            except (OSError, OodrecError):
+                rows = []
+            vals = [r[metric] for r in rows if metric in r]
+            secs = [r["epoch_seconds"] for r in rows[-5:] if "epoch_seconds" in r]
+            out.append(
+                {
+                    "study": study_name(job.dataset, job.method),
+                    "number": trial.number,
+                    "epochs": len(rows),
+                    "cap": job.base.train.epochs,
+                    "metric": job.base.train.select_metric,
+                    "val": vals[-1] if vals else None,
+                    "best": max(vals) if vals else None,
+                    "epoch_s": statistics.median(secs) if secs else None,
+                    "idle_s": now - rd.epochs_path.stat().st_mtime if rows else None,
+                }
+            )
+    return out
+
+
+def format_running(row: dict[str, Any]) -> str:
+    """One line of ``oodrec tune --status`` for a running trial."""
+    parts = [f"  {row['study']} trial {row['number']}: epoch {row['epochs']} of {row['cap']}"]
+    if row["val"] is not None:
+        parts.append(f"val {row['metric']} {row['val']:.4f} (best {row['best']:.4f})")
+    if row["epoch_s"] is not None:
+        parts.append(f"{row['epoch_s']:.0f} s/epoch")
+    if row["idle_s"] is not None:
+        parts.append(f"last epoch written {row['idle_s']:.0f} s ago")
+    return ", ".join(parts)
+
+
 def _capped_at(trial: Any) -> str | None:
     """``best epoch B of N`` when the epoch cap ended ``trial``'s run (``RunRecord.capped``),
     else None (also for a trial whose run directory is gone)."""
@@ -671,6 +726,8 @@ def tuning_info(row: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
+    "format_running",
+    "running_trials",
     "Param",
     "StudyJob",
     "TuneSpec",
