@@ -619,7 +619,8 @@ def format_running(row: dict[str, Any]) -> str:
     if row["val"] is not None:
         parts.append(f"val {row['metric']} {row['val']:.4f} (best {row['best']:.4f})")
     if row["epoch_s"] is not None:
-        parts.append(f"{row['epoch_s']:.0f} s/epoch")
+        sec = row["epoch_s"]
+        parts.append(f"{sec:.0f} s/epoch" if sec >= 10 else f"{sec:.2g} s/epoch")
     if row["idle_s"] is not None:
         parts.append(f"last epoch written {row['idle_s']:.0f} s ago")
     return ", ".join(parts)
