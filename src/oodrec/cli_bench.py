@@ -200,6 +200,12 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-final", action="store_true", help="search only; skip the runs over seeds")
     p.add_argument(
+        "--trials-csv",
+        metavar="FILE",
+        help="also write every trial (state, val value, epochs, best epoch, run directory and "
+        "searched values) to FILE, an audit of the search; with --status it trains nothing",
+    )
+    p.add_argument(
         "--final-epochs",
         type=int,
         metavar="N",
@@ -366,6 +372,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         study_jobs,
         study_name,
         summarize,
+        trial_rows,
+        write_trials_csv,
     )
     from oodrec.errors import ConfigError
 
@@ -412,6 +420,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"{r['study']:<28}{done}{r['pruned']:>8}{r['running']:>9}{finals:>8}  {best:<13} "
             f"{values}"
         )
+    if args.trials_csv:
+        path = write_trials_csv(args.trials_csv, trial_rows(jobs))
+        print(f"trials -> {path}", file=sys.stderr)
     if args.status:
         running = running_trials(jobs)
         if running:

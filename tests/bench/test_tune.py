@@ -483,3 +483,42 @@ def test_status_shows_how_far_a_running_trial_has_got(tmp_path, monkeypatch):
     line = format_running(row)
     assert line.startswith(f"  synthetic/rns trial {zombie.number}: epoch 2 of 3, val ndcg@20 ")
     assert line.endswith("last epoch written 7 s ago")
+
+
+def test_two_workers_opening_a_study_together_draw_different_values(tmp_path):
+    """Both open the study before either has a trial: values seeded per worker would repeat."""
+
+    def two_asks(root):
+        _, jobs = _jobs(root, trials=4)
+        job = jobs[0]
+        studies = [open_study(job.url, study_name("synthetic", "rns"), job.tune) for _ in "ab"]
+        with pytest.warns(UserWarning, match="Heartbeat"):
+            trials = [s.ask() for s in studies]
+        return [{k: p.suggest(t) for k, p in job.space.items()} for t in trials]
+
+    first, second = two_asks(tmp_path / "one")
+    assert first != second
+    assert two_asks(tmp_path / "two") == [first, second]  # reproducible from the trial numbers
+
+
+def test_trials_csv_lists_every_trial_with_its_run(tmp_path):
+    import csv
+
+    from oodrec.bench.tune import trial_rows, write_trials_csv
+
+    _, jobs = _jobs(tmp_path, trials=2)
+    work_on(jobs[0])
+    study = open_study(jobs[0].url, study_name("synthetic", "rns"), jobs[0].tune)
+    path = write_trials_csv(tmp_path / "audit" / "trials.csv", trial_rows(jobs))
+    rows = list(csv.DictReader(path.open()))
+    assert list(rows[0]) == [
+        "study", "trial", "state", "value", "epochs", "best_epoch", "run_dir", "train.lr",
+    ]  # fmt: skip
+    assert [r["trial"] for r in rows] == ["0", "1"]
+    for row, trial in zip(rows, study.trials):
+        assert row["state"] == "complete" and float(row["value"]) == trial.value
+        assert float(row["train.lr"]) == trial.params["train.lr"]
+        lines = (Path(row["run_dir"]) / "epochs.jsonl").read_text().splitlines()
+        assert int(row["epochs"]) == len(lines) == 3
+        best = max(json.loads(x)["epoch"] for x in lines if json.loads(x).get("improved"))
+        assert int(row["best_epoch"]) == best

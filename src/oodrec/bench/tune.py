@@ -269,8 +269,9 @@ def _stable_int(text: str) -> int:
 def open_study(url: str, name: str, tune: TuneSpec) -> Any:
     """Create or load the study ``name`` (TPE, median pruner, heartbeat-retried trials).
 
-    The TPE seed mixes the tuning seed, the study name and the number of trials the study
-    already holds, so a resumed search does not replay the random start of the first session.
+    Each trial's TPE draws are seeded by the tuning seed, the study name and the trial's number
+    (``_trial_seeded_tpe``): a resumed search does not replay the random start of the first
+    session, and two workers that open the study at the same moment draw different values.
     """
     try:
         import optuna
@@ -310,16 +311,62 @@ def open_study(url: str, name: str, tune: TuneSpec) -> Any:
                 raise ConfigError(f"cannot open Optuna study {name!r} in {url}: {exc}") from exc
             logger.debug("opening study %s, attempt %d: %s", name, attempt + 1, exc)
             time.sleep(0.2 * (attempt + 1))
-    held = len(probe.get_trials(deepcopy=False))
-    sampler = optuna.samplers.TPESampler(
-        n_startup_trials=tune.startup_trials,
-        seed=(tune.seed * 1_000_003 + _stable_int(name) + held) % 2**31,
+    sampler = _trial_seeded_tpe(
+        (tune.seed * 1_000_003 + _stable_int(name)) % 2**31, tune.startup_trials
     )
     pruner = optuna.pruners.MedianPruner(
         n_startup_trials=tune.startup_trials, n_warmup_steps=tune.warmup_evals
     )
     probe.sampler, probe.pruner = sampler, pruner
     return probe
+
+
+_SAMPLER_CLASS: list[type] = []
+
+
+def _trial_seeded_tpe(seed: int, startup_trials: int) -> Any:
+    """A TPE sampler whose random state is set from ``seed`` and the trial's number before each
+    trial.
+
+    One seeded ``TPESampler`` per worker would give every worker that opens a study at the
+    same moment the same random start-up values: two workers of one search each trained the
+    same values (a budget of 12 held 10 distinct trials). Trial numbers are unique in the
+    storage, so values seeded by them differ between workers, and a one-worker search stays
+    reproducible.
+    """
+    import optuna
+
+    if not _SAMPLER_CLASS:
+
+        class TrialSeededTPE(optuna.samplers.BaseSampler):
+            def __init__(self, seed: int, startup_trials: int) -> None:
+                self._seed, self._startup = seed, startup_trials
+                self._tpe = self._make(seed)
+
+            def _make(self, seed: int) -> Any:
+                return optuna.samplers.TPESampler(n_startup_trials=self._startup, seed=seed)
+
+            def before_trial(self, study: Any, trial: Any) -> None:
+                self._tpe = self._make((self._seed + 7919 * (trial.number + 1)) % 2**31)
+                self._tpe.before_trial(study, trial)
+
+            def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+                return self._tpe.infer_relative_search_space(study, trial)
+
+            def sample_relative(self, study: Any, trial: Any, space: Any) -> Any:
+                return self._tpe.sample_relative(study, trial, space)
+
+            def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
+                return self._tpe.sample_independent(study, trial, name, dist)
+
+            def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+                self._tpe.after_trial(study, trial, state, values)
+
+            def reseed_rng(self) -> None:
+                self._tpe.reseed_rng()
+
+        _SAMPLER_CLASS.append(TrialSeededTPE)
+    return _SAMPLER_CLASS[0](seed, startup_trials)
 
 
 def finished(study: Any) -> list[Any]:
@@ -613,6 +660,70 @@ def running_trials(jobs: list[StudyJob], now: float | None = None) -> list[dict[
     return out
 
 
+TRIAL_COLUMNS = ("study", "trial", "state", "value", "epochs", "best_epoch", "run_dir")
+
+
+def trial_rows(jobs: list[StudyJob]) -> list[dict[str, Any]]:
+    """Every trial of each study, for an audit of the search (``oodrec tune --trials-csv``):
+    ``study``, ``trial`` number, ``state`` (complete, pruned, running, fail, waiting), ``value``
+    (val selection metric of the selected epoch; the last reported one for a pruned trial),
+    ``epochs`` trained, ``best_epoch`` and ``run_dir``, then one column per searched key."""
+    from oodrec.errors import OodrecError
+    from oodrec.train.runs import RunDir
+
+    out = []
+    for job in jobs:
+        study = open_study(job.url, study_name(job.dataset, job.method), job.tune)
+        for trial in study.get_trials(deepcopy=False):
+            if trial.user_attrs.get("surplus"):
+                continue  # a worker's claim after the budget was full: it trained nothing
+            value = trial.value
+            if value is None and trial.intermediate_values:
+                value = trial.intermediate_values[max(trial.intermediate_values)]
+            run_dir = trial.user_attrs.get("run_dir", "")
+            epochs = best = None
+            if run_dir and RunDir(run_dir).epochs_path.is_file():
+                try:
+                    rows = RunDir(run_dir).read_epochs()
+                except (OSError, OodrecError):
+                    rows = []
+                epochs = len(rows)
+                best = max((r["epoch"] for r in rows if r.get("improved")), default=None)
+            row = {
+                "study": study_name(job.dataset, job.method),
+                "trial": trial.number,
+                "state": trial.state.name.lower(),
+                "value": value,
+                "epochs": epochs,
+                "best_epoch": best,
+                "run_dir": run_dir,
+            }
+            row.update({key: trial.params.get(key) for key in job.space})
+            out.append(row)
+    return out
+
+
+def write_trials_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """``rows`` (``trial_rows``) as CSV; the searched keys of every study become columns."""
+    import csv
+    import io
+
+    keys = list(TRIAL_COLUMNS)
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in keys})
+    from oodrec.train.runs import atomic_write_text
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, buf.getvalue())
+    return out
+
+
 def format_running(row: dict[str, Any]) -> str:
     """One line of ``oodrec tune --status`` for a running trial."""
     parts = [f"  {row['study']} trial {row['number']}: epoch {row['epochs']} of {row['cap']}"]
@@ -727,6 +838,8 @@ def tuning_info(row: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
+    "trial_rows",
+    "write_trials_csv",
     "format_running",
     "running_trials",
     "Param",
