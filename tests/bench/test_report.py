@@ -246,3 +246,25 @@ def test_a_report_removes_only_its_own_stale_files(runs_dir, tmp_path, capsys):
     assert (out / "README.md").read_text() == "hand-written\n" and (out / "notes.csv").exists()
     assert (out / "figures" / "fig4_x.png").exists()
     assert "figures/fig4_x.png" in json.loads((out / ".oodrec-report.json").read_text())
+
+
+def test_improvement_rows_choose_the_target_variant_on_val_not_on_test(tmp_path):
+    """Two CNSDiff variants: val prefers a (0.30 > 0.28), the test prefers b (0.25 > 0.20)."""
+    import json
+
+    root = tmp_path / "runs"
+    plan = {"rns": (0.10, 0.10), "cnsdiff-a": (0.20, 0.30), "cnsdiff-b": (0.25, 0.28)}
+    for method, (test, val) in plan.items():
+        for seed in (1, 2, 3):
+            path = write_run(
+                root, f"food-{method}-seed{seed}", sampler=method.split("-")[0], seed=seed,
+                value=test + seed / 1000, method=method,
+            )  # fmt: skip
+            record = json.loads((path / "record.json").read_text())
+            record["selection"]["metric"] = "ndcg@20"
+            record["metrics"]["val"]["ndcg@20"] = val
+            (path / "record.json").write_text(json.dumps(record))
+    (ood,) = [t for t in build_tables(load_runs(root), "cnsdiff")["table1"] if "OOD" in t.title]
+    row = next(r for r in ood.rows if r[0].text == "Improv. (%)")
+    assert row[1].text == "+98.04%"  # cnsdiff-a: (0.202 - 0.102) / 0.102; b would be +147%
+    assert any("food: cnsdiff-a" in note and "never on a test split" in note for note in ood.notes)
