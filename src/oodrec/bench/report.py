@@ -393,6 +393,8 @@ def prune_stale(out_dir: str | Path, written: list[Path], keep: tuple[str, ...] 
     """
     import json
 
+    from oodrec.train.runs import atomic_write_text
+
     out = Path(out_dir)
     manifest = out / MANIFEST
     now = {Path(p).resolve().relative_to(out.resolve()).as_posix() for p in written}
@@ -407,7 +409,7 @@ def prune_stale(out_dir: str | Path, written: list[Path], keep: tuple[str, ...] 
         if path.is_file():
             path.unlink()
             removed.append(path)
-    manifest.write_text(json.dumps(sorted(now | kept), indent=1) + "\n")
+    atomic_write_text(manifest, json.dumps(sorted(now | kept), indent=1) + "\n")
     return removed
 
 

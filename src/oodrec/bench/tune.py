@@ -617,6 +617,20 @@ def summarize(jobs: list[StudyJob]) -> list[dict[str, Any]]:
     return rows
 
 
+def _trial_epochs(run_dir: str | None) -> list[dict[str, Any]]:
+    """The epoch rows a trial's run directory holds so far (none when it has no log yet, or the
+    log cannot be read: a status view never fails on one trial)."""
+    from oodrec.errors import OodrecError
+    from oodrec.train.runs import RunDir
+
+    if not run_dir or not RunDir(run_dir).epochs_path.is_file():
+        return []
+    try:
+        return RunDir(run_dir).read_epochs()
+    except (OSError, OodrecError):
+        return []
+
+
 def running_trials(jobs: list[StudyJob], now: float | None = None) -> list[dict[str, Any]]:
     """The RUNNING trials of each study and how far their runs have got, from their run
     directories: ``study``, ``number``, ``epochs`` done of ``cap``, the last ``val`` of the
@@ -627,7 +641,6 @@ def running_trials(jobs: list[StudyJob], now: float | None = None) -> list[dict[
 
     from optuna.trial import TrialState
 
-    from oodrec.errors import OodrecError
     from oodrec.train.runs import RunDir
 
     now = time.time() if now is None else now
@@ -637,11 +650,7 @@ def running_trials(jobs: list[StudyJob], now: float | None = None) -> list[dict[
         metric = f"{job.base.train.select_on}/{job.base.train.select_metric}"
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             run_dir = trial.user_attrs.get("run_dir")
-            rd = RunDir(run_dir) if run_dir else None
-            try:
-                rows = rd.read_epochs() if rd and rd.epochs_path.is_file() else []
-            except (OSError, OodrecError):
-                rows = []
+            rows = _trial_epochs(run_dir)
             vals = [r[metric] for r in rows if metric in r]
             secs = [r["epoch_seconds"] for r in rows[-5:] if "epoch_seconds" in r]
             out.append(
@@ -654,7 +663,7 @@ def running_trials(jobs: list[StudyJob], now: float | None = None) -> list[dict[
                     "val": vals[-1] if vals else None,
                     "best": max(vals) if vals else None,
                     "epoch_s": statistics.median(secs) if secs else None,
-                    "idle_s": now - rd.epochs_path.stat().st_mtime if rows else None,
+                    "idle_s": now - RunDir(run_dir).epochs_path.stat().st_mtime if rows else None,
                 }
             )
     return out
@@ -668,7 +677,6 @@ def trial_rows(jobs: list[StudyJob]) -> list[dict[str, Any]]:
     ``study``, ``trial`` number, ``state`` (complete, pruned, running, fail, waiting), ``value``
     (val selection metric of the selected epoch; the last reported one for a pruned trial),
     ``epochs`` trained, ``best_epoch`` and ``run_dir``, then one column per searched key."""
-    from oodrec.errors import OodrecError
     from oodrec.train.runs import RunDir
 
     out = []
@@ -683,10 +691,7 @@ def trial_rows(jobs: list[StudyJob]) -> list[dict[str, Any]]:
             run_dir = trial.user_attrs.get("run_dir", "")
             epochs = best = None
             if run_dir and RunDir(run_dir).epochs_path.is_file():
-                try:
-                    rows = RunDir(run_dir).read_epochs()
-                except (OSError, OodrecError):
-                    rows = []
+                rows = _trial_epochs(run_dir)
                 epochs = len(rows)
                 best = max((r["epoch"] for r in rows if r.get("improved")), default=None)
             row = {
@@ -708,6 +713,8 @@ def write_trials_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     import csv
     import io
 
+    from oodrec.train.runs import atomic_write_text
+
     keys = list(TRIAL_COLUMNS)
     for row in rows:
         keys += [k for k in row if k not in keys]
@@ -716,8 +723,6 @@ def write_trials_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: "" if row.get(k) is None else row[k] for k in keys})
-    from oodrec.train.runs import atomic_write_text
-
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, buf.getvalue())

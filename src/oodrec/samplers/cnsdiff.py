@@ -303,7 +303,8 @@ class CNSDiffSampler(NegativeSampler):
         if not o.train_denoiser:
             out["denoiser_lr"] = "the denoiser is not trained (train_denoiser is false)"
         diffusion = o.train_denoiser or (o.diffusion_grad_to_backbone and o.diffusion_loss_weight)
-        causal_on = o.causal and o.causal_mode != "none" and bool(o.causal_weight)
+        causal_term = o.causal and o.causal_mode != "none"
+        causal_on = causal_term and bool(o.causal_weight)
         variational = ("env_supervision", "likelihood_scale")
         if not diffusion:
             # (not causal_mode: "variational" also conditions the generating denoiser on e)
@@ -312,7 +313,7 @@ class CNSDiffSampler(NegativeSampler):
                     "no diffusion loss is computed (the denoiser is not trained, and none of "
                     "the loss reaches the backbone)"
                 )
-        elif not (o.causal and o.causal_mode != "none"):
+        elif not causal_term:
             out["causal_weight"] = "the causal term is off (causal is false or causal_mode is none)"
         if o.causal_mode != "variational":
             for k in (*variational, "prior", "generation"):
