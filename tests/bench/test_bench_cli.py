@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import signal
@@ -60,6 +61,13 @@ def test_smoke_bench_then_report(tmp_path, capsys, caplog):
     if _has_matplotlib():
         made = {p.name for p in (out / "figures").iterdir()}
         assert {"fig1_synthetic.png", "fig1_synthetic.pdf", "fig5_synthetic.png"} <= made
+        # Figure 1's bucket figures as a table: every method x 4 buckets, shares summing to 1
+        rows = list(csv.DictReader((out / "figures" / "fig1_synthetic.csv").open()))
+        assert len(rows) == 4 * len({r["method"] for r in rows}) and len(rows) >= 8
+        for method in {r["method"] for r in rows}:
+            mine = [r for r in rows if r["method"] == method]
+            assert sum(float(r["slot_share_mean"]) for r in mine) == pytest.approx(1.0, abs=1e-4)
+            assert sum(float(r["held_out_share"]) for r in mine) == pytest.approx(1.0, abs=1e-4)
         # a run whose checkpoints are gone (pruned, or not copied back from a GPU machine) is
         # left out of Figure 1's buckets with a warning naming it; the tables keep it
         (runs / names[0] / "checkpoints" / "best.pt").unlink()

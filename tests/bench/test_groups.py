@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from oodrec.config import DataConfig, EvalConfig
 from oodrec.data.dataset import load_dataset
 from oodrec.eval.evaluate import Evaluator
-from oodrec.eval.groups import bucket_recall, popularity_buckets
+from oodrec.eval.groups import bucket_exposure, bucket_recall, popularity_buckets
 from oodrec.models.base import Embeddings
 
 
@@ -46,3 +47,32 @@ def test_bucket_recall_matches_reference(tiny_dir):
             hits[int(buckets[i])] += i in top
     assert count.tolist() == total
     assert recall.tolist() == [h / t for h, t in zip(hits, total)]
+
+
+def test_bucket_exposure_matches_reference(tiny_dir):
+    ds = load_dataset(DataConfig(dataset=str(tiny_dir)))
+    gen = torch.Generator().manual_seed(1)
+    users = torch.randn(ds.num_users, 4, generator=gen)
+    items = torch.randn(ds.num_items, 4, generator=gen)
+    emb = Embeddings(users, items, users, items)
+    evaluator = Evaluator(ds, EvalConfig(user_batch_size=5), torch.device("cpu"))
+    buckets = popularity_buckets(ds.item_degree(), 3)
+    k = 4
+    slot_share, held_share = bucket_exposure(emb, evaluator, "ood_test", buckets, k)
+    # reference: every ood_test user's top k unseen items, one user at a time
+    seen = {}
+    for split in ("train", "val"):
+        for u, i in zip(ds.splits[split].users.tolist(), ds.splits[split].items.tolist()):
+            seen.setdefault(u, set()).add(i)
+    held_items = ds.splits["ood_test"].items.tolist()
+    slots, held = [0, 0, 0], [0, 0, 0]
+    for u in sorted(set(ds.splits["ood_test"].users.tolist())):
+        scores = (users[u] @ items.T).tolist()
+        ranked = sorted(range(ds.num_items), key=lambda i: -scores[i])
+        for i in [i for i in ranked if i not in seen.get(u, set())][:k]:
+            slots[int(buckets[i])] += 1
+    for i in held_items:
+        held[int(buckets[i])] += 1
+    assert slot_share.tolist() == pytest.approx([s / sum(slots) for s in slots])
+    assert held_share.tolist() == pytest.approx([h / sum(held) for h in held])
+    assert sum(slots) > 0 and len(set(slots)) > 1  # a case that can tell the buckets apart

@@ -1,8 +1,10 @@
 """Figures from finished runs (PNG and PDF); matplotlib is imported inside the functions.
 
 * Figure 1 (per dataset): OOD-test Recall@20 of held-out items in 4 training-popularity
-  buckets per method (the best checkpoint is re-ranked with ``eval.groups``), and the
+  buckets per method (the best checkpoint is re-ranked with ``eval.groups``), the share of the
+  OOD users' top-20 slots that each bucket gets (next to the OOD test's own share), and the
   false-hard-negative ratio per method (``fhn_ratio`` of ``epochs.jsonl``, mean over epochs).
+  The bucket figures are also written to ``fig1_<dataset>.csv``.
 * Figure 4 (per varied key and dataset): OOD Recall@20 / NDCG@20 vs the value of a swept key,
   or of a sampler option that a grid's named methods vary one at a time.
 * Figure 5 (per dataset): ``fhn_ratio``, OOD Recall@20 and the val selection metric per epoch,
@@ -109,15 +111,41 @@ def run_bucket_recall(
     Returns:
         Recall per bucket (NaN for an empty bucket).
     """
+    return run_popularity_buckets(run, num_buckets, k, split, data_dir, _cache)["recall"]
+
+
+def run_popularity_buckets(
+    run: RunRecord,
+    num_buckets: int = NUM_BUCKETS,
+    k: int = 20,
+    split: str = "ood_test",
+    data_dir: str | None = None,
+    _cache: dict[str, Any] | None = None,
+) -> dict[str, list[float]]:
+    """A run's best checkpoint per training-popularity bucket: Recall@k of the held-out pairs
+    (``eval.groups.bucket_recall``), the share of all top-k slots, and the share of held-out
+    pairs (``eval.groups.bucket_exposure``).
+
+    Args: as ``run_bucket_recall``.
+
+    Returns:
+        ``{"recall": [...], "slot_share": [...], "held_out_share": [...]}``, one value per
+        bucket, least popular first.
+    """
     import torch
 
-    from oodrec.eval.groups import bucket_recall, popularity_buckets
+    from oodrec.eval.groups import bucket_exposure, bucket_recall, popularity_buckets
 
     dataset, evaluator, scorer = _reload(run, data_dir, _cache)
     buckets = popularity_buckets(dataset.item_degree(), num_buckets)
     with torch.no_grad():
         recall, _ = bucket_recall(scorer, evaluator, split, buckets, k)
-    return [float(x) for x in recall]
+        slot_share, held_share = bucket_exposure(scorer, evaluator, split, buckets, k)
+    return {
+        "recall": [float(x) for x in recall],
+        "slot_share": [float(x) for x in slot_share],
+        "held_out_share": [float(x) for x in held_share],
+    }
 
 
 def run_time_group_recall(
@@ -150,10 +178,26 @@ def _run_fhn(run: RunRecord) -> float | None:
     return statistics.fmean(vals) if vals else None
 
 
+def _write_bucket_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    import csv
+    import io
+
+    from oodrec.train.runs import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
 def figure1(
     runs: list[RunRecord], out_dir: Path, suffix: str = "", data_dir: str | None = None
 ) -> list[Path]:
-    """Figure 1 per dataset: per-bucket OOD Recall@20 and FHN ratio per method."""
+    """Figure 1 per dataset: per-bucket OOD Recall@20, the share of the top-20 slots per bucket
+    (with the OOD test's own share in the tick labels) and the FHN ratio per method; the bucket
+    figures also go to ``fig1_<dataset>.csv``."""
     import numpy as np
 
     from oodrec.train.runs import RunDir
@@ -162,29 +206,55 @@ def figure1(
     cache: dict[str, Any] = {}
     for dataset, ds_runs in _by([r for r in runs if is_main_run(r)], lambda r: r.dataset).items():
         methods = _by(ds_runs, lambda r: r.label)
-        fig, (ax_b, ax_f) = _figure(2)
+        fig, (ax_b, ax_s, ax_f) = _figure(3)
         width = 0.8 / max(len(methods), 1)
         omitted: list[str] = []
+        held: list[float] | None = None
+        rows: list[dict[str, Any]] = []
         for i, (method, group) in enumerate(methods.items()):
             # A run whose checkpoints were deleted (or never copied back from another machine)
-            # is left out of the bucket panel, counted on the figure and logged; a checkpoint that
-            # is there but cannot be reloaded is an error naming it (RunError), never a skip.
+            # is left out of the bucket panels, counted on the figure and logged; a checkpoint
+            # that is there but cannot be reloaded is an error naming it (RunError), never a skip.
             kept = [r for r in group if RunDir(r.path).best_ckpt.is_file()]
             omitted += [r.path.name for r in group if r not in kept]
             if not kept:
                 continue
-            per_seed = [run_bucket_recall(r, data_dir=data_dir, _cache=cache) for r in kept]
-            arr = np.array(per_seed)  # [seeds, buckets]
-            x = np.arange(arr.shape[1]) + (i - (len(methods) - 1) / 2) * width
-            with warnings.catch_warnings():  # a bucket with no test item is NaN: no bar
-                warnings.simplefilter("ignore", RuntimeWarning)
-                err = np.nanstd(arr, 0, ddof=1) if len(arr) > 1 else None
-                mean = np.nanmean(arr, 0)
-            ax_b.bar(x, mean, width, yerr=err, label=method, capsize=2, color=f"C{i}")
-        ax_b.set_xticks(range(NUM_BUCKETS), [f"Q{q + 1}" for q in range(NUM_BUCKETS)])
+            per_seed = [run_popularity_buckets(r, data_dir=data_dir, _cache=cache) for r in kept]
+            held = per_seed[0]["held_out_share"]
+            x = np.arange(NUM_BUCKETS) + (i - (len(methods) - 1) / 2) * width
+            stats = {}
+            for key, ax in (("recall", ax_b), ("slot_share", ax_s)):
+                arr = np.array([p[key] for p in per_seed])  # [seeds, buckets]
+                with warnings.catch_warnings():  # a bucket with no test item is NaN: no bar
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    err = np.nanstd(arr, 0, ddof=1) if len(arr) > 1 else np.zeros(arr.shape[1])
+                    mean = np.nanmean(arr, 0)
+                stats[key] = (mean, err)
+                ax.bar(x, mean, width, yerr=err, label=method, capsize=2, color=f"C{i}")
+            rows += [
+                {
+                    "method": method,
+                    "bucket": f"Q{q + 1}",
+                    "seeds": len(per_seed),
+                    "ood_recall_mean": f"{stats['recall'][0][q]:.6g}",
+                    "ood_recall_std": f"{stats['recall'][1][q]:.6g}",
+                    "slot_share_mean": f"{stats['slot_share'][0][q]:.6g}",
+                    "slot_share_std": f"{stats['slot_share'][1][q]:.6g}",
+                    "held_out_share": f"{held[q]:.6g}",
+                }
+                for q in range(NUM_BUCKETS)
+            ]
+        ticks = [f"Q{q + 1}" for q in range(NUM_BUCKETS)]
+        ax_b.set_xticks(range(NUM_BUCKETS), ticks)
         ax_b.set_xlabel("item popularity bucket (training degree, Q1 = least popular)")
         ax_b.set_ylabel("OOD Recall@20")
         ax_b.legend(fontsize=7)
+        if held is not None:
+            ticks = [f"{t}\nOOD test {100 * h:.0f}%" for t, h in zip(ticks, held)]
+        ax_s.set_xticks(range(NUM_BUCKETS), ticks, fontsize=7)
+        ax_s.set_yscale("log")
+        ax_s.set_xlabel("popularity bucket of recommended items (OOD test share below)")
+        ax_s.set_ylabel("share of top-20 slots (log)")
         for i, (method, group) in enumerate(methods.items()):
             fhn = [v for r in group if (v := _run_fhn(r)) is not None]
             if fhn:
@@ -204,6 +274,8 @@ def figure1(
             title += f"\nbuckets omit {len(omitted)} run(s) without a best checkpoint"
         fig.suptitle(title, fontsize=9)
         written += _save(fig, out_dir, f"fig1_{dataset}{suffix}")
+        if rows:
+            written.append(_write_bucket_csv(out_dir / f"fig1_{dataset}{suffix}.csv", rows))
     return written
 
 
@@ -428,6 +500,7 @@ __all__ = [
     "figure5",
     "figure6",
     "run_bucket_recall",
+    "run_popularity_buckets",
     "run_time_group_recall",
     "selection_column",
     "write_figures",

@@ -1,13 +1,14 @@
 """Group metrics: Recall@K of held-out pairs grouped by the training degree of their item
-(popularity buckets, Figure 1) or by their interaction time (time groups, Figure 6).
+(popularity buckets, Figure 1) or by their interaction time (time groups, Figure 6), and the
+share of the top-K lists that goes to each popularity bucket (Figure 1's exposure panel).
 
-Both use the evaluator's ranking core (``eval.ranking.topk_hits`` with the same history masks as
+All use the evaluator's ranking core (``eval.ranking.topk_hits`` with the same history masks as
 ``Evaluator``), so group figures rank exactly as val / IID test / OOD test do.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -45,6 +46,24 @@ def popularity_buckets(item_degree: torch.Tensor, num_buckets: int = 4) -> torch
     return ranks * num_buckets // max(num_items, 1)
 
 
+def _ranked_batches(
+    scorer: Scorer, evaluator: Evaluator, split: str, k: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The evaluator's top ``k`` lists of every evaluated user of ``split``, in user batches.
+
+    Yields:
+        ``(users [B], hits [B, k] bool, top [B, k] long)``: the ranked items of each user, with
+        the same history masks as ``Evaluator``, and whether each is a held-out item of ``split``.
+    """
+    truth = evaluator.csr[split]
+    users_all = evaluator.eval_users[split]
+    for start in range(0, users_all.numel(), evaluator.cfg.user_batch_size):
+        users = users_all[start : start + evaluator.cfg.user_batch_size]
+        scores = scorer(users)  # [B, I]
+        hits, top = topk_hits(scores, users, truth, evaluator.masks[split], k)  # [B, k]
+        yield users, hits, top
+
+
 def _group_hits(
     scorer: Scorer, evaluator: Evaluator, split: str, group_of: GroupOf, num_groups: int, k: int
 ) -> torch.Tensor:
@@ -53,13 +72,8 @@ def _group_hits(
     Shapes:
         returns: [num_groups] long.
     """
-    truth = evaluator.csr[split]
-    users_all = evaluator.eval_users[split]
     hits_per = torch.zeros(num_groups, dtype=torch.long, device=evaluator.device)
-    for start in range(0, users_all.numel(), evaluator.cfg.user_batch_size):
-        users = users_all[start : start + evaluator.cfg.user_batch_size]
-        scores = scorer(users)  # [B, I]
-        hits, top = topk_hits(scores, users, truth, evaluator.masks[split], k)  # [B, k]
+    for users, hits, top in _ranked_batches(scorer, evaluator, split, k):
         hit_users = users.unsqueeze(1).expand_as(top)[hits]  # [H]
         hits_per += torch.bincount(group_of(hit_users, top[hits]), minlength=num_groups)
     return hits_per
@@ -97,6 +111,45 @@ def bucket_recall(
     count = torch.bincount(bucket_of[evaluator.csr[split].indices], minlength=num_groups)  # [G]
     recall = hits_per.double() / count.double()  # NaN where count == 0
     return recall.cpu(), count.cpu()
+
+
+@torch.no_grad()
+def bucket_exposure(
+    scorer: Scorer | Embeddings,
+    evaluator: Evaluator,
+    split: str,
+    bucket_of: torch.Tensor,
+    k: int = 20,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the recommendations go: the share of all top-``k`` slots per item group, next to
+    the share of ``split``'s held-out pairs per group.
+
+    A split whose held-out items avoid a group (a popularity-shifted OOD test holds few of the
+    most popular items) can be hit only by the slots given to the other groups, so the two
+    shares side by side show how far a model's lists follow the training popularity.
+
+    Args:
+        scorer: a method's scorer (users -> scores over all items), or propagated embeddings.
+        evaluator: the dataset's evaluator (evaluated users, history masks).
+        split: ``val``, ``iid_test`` or ``ood_test``: whose users are ranked, with its masks.
+        bucket_of: group id of every item (e.g. ``popularity_buckets``).
+        k: cut-off.
+
+    Returns:
+        ``(slot_share, held_out_share)``, each summing to 1 over the groups (float64).
+
+    Shapes:
+        bucket_of: [I] long -> slot_share [G], held_out_share [G], G = bucket_of.max() + 1.
+    """
+    bucket_of = bucket_of.to(evaluator.device)
+    num_groups = int(bucket_of.max()) + 1
+    slots = torch.zeros(num_groups, dtype=torch.long, device=evaluator.device)
+    for _users, _hits, top in _ranked_batches(as_scorer(scorer), evaluator, split, k):
+        slots += torch.bincount(bucket_of[top].flatten(), minlength=num_groups)
+    held = torch.bincount(bucket_of[evaluator.csr[split].indices], minlength=num_groups)  # [G]
+    slot_share = slots.double() / max(int(slots.sum()), 1)
+    held_share = held.double() / max(int(held.sum()), 1)
+    return slot_share.cpu(), held_share.cpu()
 
 
 def time_groups(
@@ -194,4 +247,10 @@ def time_group_recall(
     return recall, count, torch.stack([first, last], dim=1)
 
 
-__all__ = ["bucket_recall", "popularity_buckets", "time_group_recall", "time_groups"]
+__all__ = [
+    "bucket_exposure",
+    "bucket_recall",
+    "popularity_buckets",
+    "time_group_recall",
+    "time_groups",
+]
