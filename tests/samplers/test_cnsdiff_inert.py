@@ -36,7 +36,9 @@ def test_inert_options_by_hand():
     assert {"env_supervision", "likelihood_scale"} <= _inert(causal_weight=0.0)
     assert {"cl_weight", "temperature"} <= _inert(align=False)
     assert "temperature" in _inert(cl_weight=0.0) and "cl_weight" not in _inert(cl_weight=0.0)
-    assert {"curriculum_epochs", "initial_alpha", "min_mix_ratio"} <= _inert(mixup=False)
+    assert {"curriculum_epochs", "initial_alpha", "min_mix_ratio", "max_mix_ratio"} <= _inert(
+        mixup=False
+    )
     assert "num_envs" not in _inert(causal_mode="rex")
 
 

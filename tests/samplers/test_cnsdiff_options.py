@@ -182,6 +182,39 @@ def test_alignment_uses_the_hardest_candidate():
     assert hard.shape == pos.shape == rand.shape == (2, 2)
 
 
+def test_mix_weight_floor_and_ceiling_hand_values():
+    # K = 1: the hardest candidates are CANDS[1, 0] = [3, -5] and CANDS[0, 1] = [0.2, 4]; every
+    # random negative embeds as [1, 1]. m_min = m_max = 0.3 fixes the applied weight at 0.3.
+    s, emb, batch = _hand_sampler(CANDS, min_mix_ratio=0.3, max_mix_ratio=0.3, **FIVE_LEVELS)
+    s.start_epoch(0)
+    negs = s.sample(batch, emb, torch.Generator().manual_seed(0))
+    want = torch.tensor([[0.3 * 3 + 0.7, 0.3 * -5 + 0.7], [0.3 * 0.2 + 0.7, 0.3 * 4 + 0.7]])
+    assert torch.allclose(negs.emb.detach().squeeze(1), want)
+    assert s.diagnostics()["cnsdiff_mix"] == pytest.approx(0.3)
+
+
+def test_mix_weight_ceiling_scales_the_drawn_weight():
+    # the same Beta draws (same generator), mapped into [0, 0.5] instead of [0, 1]:
+    # neg - rand = m (hard - rand), so the ceiling halves the distance from the random negative
+    out = {}
+    for ceiling in (1.0, 0.5):
+        s, emb, batch = _hand_sampler(CANDS, max_mix_ratio=ceiling, **FIVE_LEVELS)
+        s.start_epoch(0)
+        negs = s.sample(batch, emb, torch.Generator().manual_seed(3))
+        out[ceiling] = (negs.emb.detach() - 1.0, s.diagnostics()["cnsdiff_mix"])
+    assert torch.allclose(out[0.5][0], 0.5 * out[1.0][0])
+    assert out[0.5][1] == pytest.approx(0.5 * out[1.0][1])
+    assert 0 < out[1.0][1] < 1  # a drawn weight, not a fixed one
+
+
+@pytest.mark.parametrize(
+    "bad", [{"max_mix_ratio": 1.5}, {"min_mix_ratio": 0.6, "max_mix_ratio": 0.4}]
+)
+def test_mix_weight_bounds_are_checked(bad):
+    with pytest.raises(ConfigError, match="min_mix_ratio .* <= max_mix_ratio"):
+        CNSDiffOptions(**bad).resolved("x")
+
+
 @pytest.mark.parametrize("k", [4, 0])
 def test_k_outside_the_candidates_is_a_config_error(k):
     # default levels {10, 14, 18}: 3 candidates

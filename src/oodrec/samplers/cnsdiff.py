@@ -148,7 +148,12 @@ class CNSDiffOptions:
     final_beta: float | None = None
     """Final b (None: dataset preset, else 1)."""
     min_mix_ratio: float = 0.0
-    """m <- clip((1 - m_min) m + m_min, 0, 1)."""
+    """Floor m_min of the applied mix weight: m <- clip((m_max - m_min) m + m_min, 0, 1)."""
+    max_mix_ratio: float = 1.0
+    """Ceiling m_max of the applied mix weight (1: the code and the paper). Below 1 the mixed
+    negative keeps at least 1 - m_max of the random one even when the schedule has reached its
+    final (a, b): on Yelp2018 every tuned curriculum run peaked on val once the mean applied
+    weight reached 0.56-0.66 and degraded after it (results/tune_ood)."""
     curriculum_epochs: int | None = None
     """Horizon H of the Beta(a, b) schedule, in epochs: rho = min(epoch / H, 1), and the final
     (a, b) hold from epoch H on. None: H = train.epochs (the code and the paper; rho then never
@@ -215,6 +220,11 @@ class CNSDiffOptions:
             )
         if min(out.initial_alpha, out.initial_beta, out.final_alpha, out.final_beta) <= 0:
             raise ConfigError("Beta schedule parameters must be > 0")
+        if not 0.0 <= out.min_mix_ratio <= out.max_mix_ratio <= 1.0:
+            raise ConfigError(
+                f"sampler.min_mix_ratio ({out.min_mix_ratio}) and sampler.max_mix_ratio "
+                f"({out.max_mix_ratio}) must satisfy 0 <= min_mix_ratio <= max_mix_ratio <= 1"
+            )
         if out.curriculum_epochs is not None and out.curriculum_epochs < 1:
             raise ConfigError(
                 f"sampler.curriculum_epochs must be >= 1 (or None for train.epochs), "
@@ -341,6 +351,7 @@ class CNSDiffSampler(NegativeSampler):
                 "final_alpha",
                 "final_beta",
                 "min_mix_ratio",
+                "max_mix_ratio",
                 "curriculum_epochs",
             ):
                 out[k] = "there is no mix schedule (mixup is false: the generated negative is used)"
@@ -390,7 +401,8 @@ class CNSDiffSampler(NegativeSampler):
         if o.mixup:
             a, b = self.mix_params()
             m = beta_sample(a, b, n * k, gen, pos.device).view(n, k)
-            m = ((1 - o.min_mix_ratio) * m + o.min_mix_ratio).clamp(0, 1)  # [B, K]
+            span = o.max_mix_ratio - o.min_mix_ratio  # 1 - m_min by default, as before
+            m = (span * m + o.min_mix_ratio).clamp(0, 1)  # [B, K]
             neg = m.unsqueeze(-1) * hard + (1 - m).unsqueeze(-1) * rand  # [B, K, D]
         else:
             m = torch.ones(n, k, device=pos.device)
