@@ -50,3 +50,20 @@ def test_figure4_draws_option_families(tmp_path):
         "fig4_sampler_steps_food.pdf",
         "fig4_sampler_steps_food.png",
     ]
+
+
+def test_a_figure_saved_twice_has_the_same_bytes(tmp_path):
+    # regenerating a report must not change committed PDFs whose figure did not change
+    pytest.importorskip("matplotlib")
+    import time
+
+    from oodrec.bench.plots import _figure, _save
+
+    made = []
+    for name in ("a", "b"):
+        fig, (ax,) = _figure(1)
+        ax.plot([0, 1, 2], [3, 1, 2])
+        made.append(_save(fig, tmp_path / name, "fig"))
+        time.sleep(1.1)  # a creation date in seconds would differ
+    for png_or_pdf in range(2):
+        assert made[0][png_or_pdf].read_bytes() == made[1][png_or_pdf].read_bytes()
