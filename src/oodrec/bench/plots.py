@@ -90,15 +90,17 @@ def _reload(
     return dataset, evaluator, loaded.method.scorer()
 
 
-def run_bucket_recall(
+def run_popularity_buckets(
     run: RunRecord,
     num_buckets: int = NUM_BUCKETS,
     k: int = 20,
     split: str = "ood_test",
     data_dir: str | None = None,
     _cache: dict[str, Any] | None = None,
-) -> list[float]:
-    """Recall@k per training-popularity bucket of a run's best checkpoint.
+) -> dict[str, list[float]]:
+    """A run's best checkpoint per training-popularity bucket (``eval.groups.bucket_stats``, one
+    ranking pass): Recall@k of the held-out pairs, the share of all top-k slots, and the share of
+    held-out pairs.
 
     Args:
         run: a finished run (needs ``checkpoints/best.pt`` and its dataset).
@@ -109,42 +111,16 @@ def run_bucket_recall(
         _cache: data-config JSON -> (dataset, evaluator), shared across runs.
 
     Returns:
-        Recall per bucket (NaN for an empty bucket).
-    """
-    return run_popularity_buckets(run, num_buckets, k, split, data_dir, _cache)["recall"]
-
-
-def run_popularity_buckets(
-    run: RunRecord,
-    num_buckets: int = NUM_BUCKETS,
-    k: int = 20,
-    split: str = "ood_test",
-    data_dir: str | None = None,
-    _cache: dict[str, Any] | None = None,
-) -> dict[str, list[float]]:
-    """A run's best checkpoint per training-popularity bucket: Recall@k of the held-out pairs
-    (``eval.groups.bucket_recall``), the share of all top-k slots, and the share of held-out
-    pairs (``eval.groups.bucket_exposure``).
-
-    Args: as ``run_bucket_recall``.
-
-    Returns:
         ``{"recall": [...], "slot_share": [...], "held_out_share": [...]}``, one value per
-        bucket, least popular first.
+        bucket, least popular first (recall NaN for a bucket without held-out pairs).
     """
-    import torch
-
-    from oodrec.eval.groups import bucket_exposure, bucket_recall, popularity_buckets
+    from oodrec.eval.groups import bucket_stats, popularity_buckets
 
     dataset, evaluator, scorer = _reload(run, data_dir, _cache)
     buckets = popularity_buckets(dataset.item_degree(), num_buckets)
-    with torch.no_grad():
-        recall, _ = bucket_recall(scorer, evaluator, split, buckets, k)
-        slot_share, held_share = bucket_exposure(scorer, evaluator, split, buckets, k)
+    stats = bucket_stats(scorer, evaluator, split, buckets, k)
     return {
-        "recall": [float(x) for x in recall],
-        "slot_share": [float(x) for x in slot_share],
-        "held_out_share": [float(x) for x in held_share],
+        key: [float(x) for x in stats[key]] for key in ("recall", "slot_share", "held_out_share")
     }
 
 
@@ -158,7 +134,7 @@ def run_time_group_recall(
 ) -> list[float]:
     """Recall@k per time group (``eval.groups.time_group_recall``) of a run's best checkpoint.
 
-    Args: as ``run_bucket_recall``; ``num_groups`` equal-size groups, earliest first.
+    Args: as ``run_popularity_buckets``; ``num_groups`` equal-size groups, earliest first.
 
     Returns:
         Recall per time group (NaN for an empty group).
@@ -499,7 +475,6 @@ __all__ = [
     "figure4",
     "figure5",
     "figure6",
-    "run_bucket_recall",
     "run_popularity_buckets",
     "run_time_group_recall",
     "selection_column",

@@ -80,49 +80,16 @@ def _group_hits(
 
 
 @torch.no_grad()
-def bucket_recall(
+def bucket_stats(
     scorer: Scorer | Embeddings,
     evaluator: Evaluator,
     split: str,
     bucket_of: torch.Tensor,
     k: int = 20,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Recall@K per item group: hits of the group's held-out pairs / its held-out pairs.
-
-    Args:
-        scorer: a method's scorer (users -> scores over all items), or propagated embeddings.
-        evaluator: the dataset's evaluator (held-out items, masks, evaluated users).
-        split: ``val``, ``iid_test`` or ``ood_test``.
-        bucket_of: group id of every item (e.g. ``popularity_buckets``).
-        k: cut-off.
-
-    Returns:
-        ``(recall, count)``: recall per group (NaN for a group without held-out pairs) and
-        the number of held-out pairs per group.
-
-    Shapes:
-        bucket_of: [I] long -> recall [G] float64, count [G] long, G = bucket_of.max() + 1.
-    """
-    bucket_of = bucket_of.to(evaluator.device)
-    num_groups = int(bucket_of.max()) + 1
-    hits_per = _group_hits(
-        as_scorer(scorer), evaluator, split, lambda _u, i: bucket_of[i], num_groups, k
-    )
-    count = torch.bincount(bucket_of[evaluator.csr[split].indices], minlength=num_groups)  # [G]
-    recall = hits_per.double() / count.double()  # NaN where count == 0
-    return recall.cpu(), count.cpu()
-
-
-@torch.no_grad()
-def bucket_exposure(
-    scorer: Scorer | Embeddings,
-    evaluator: Evaluator,
-    split: str,
-    bucket_of: torch.Tensor,
-    k: int = 20,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where the recommendations go: the share of all top-``k`` slots per item group, next to
-    the share of ``split``'s held-out pairs per group.
+) -> dict[str, torch.Tensor]:
+    """Per item group, from one ranking pass over the evaluated users of ``split``: Recall@K of
+    the group's held-out pairs, and where the recommendations go (the share of all top-``k``
+    slots), next to the share of the held-out pairs.
 
     A split whose held-out items avoid a group (a popularity-shifted OOD test holds few of the
     most popular items) can be hit only by the slots given to the other groups, so the two
@@ -130,26 +97,66 @@ def bucket_exposure(
 
     Args:
         scorer: a method's scorer (users -> scores over all items), or propagated embeddings.
-        evaluator: the dataset's evaluator (evaluated users, history masks).
+        evaluator: the dataset's evaluator (held-out items, masks, evaluated users).
         split: ``val``, ``iid_test`` or ``ood_test``: whose users are ranked, with its masks.
         bucket_of: group id of every item (e.g. ``popularity_buckets``).
         k: cut-off.
 
     Returns:
-        ``(slot_share, held_out_share)``, each summing to 1 over the groups (float64).
+        ``recall`` (hits / held-out pairs; NaN for a group without held-out pairs), ``count``
+        (held-out pairs), ``slot_share`` and ``held_out_share`` (each summing to 1 over the
+        groups).
 
     Shapes:
-        bucket_of: [I] long -> slot_share [G], held_out_share [G], G = bucket_of.max() + 1.
+        bucket_of: [I] long -> each [G] (float64; ``count`` long), G = bucket_of.max() + 1.
     """
     bucket_of = bucket_of.to(evaluator.device)
     num_groups = int(bucket_of.max()) + 1
+    hits_per = torch.zeros(num_groups, dtype=torch.long, device=evaluator.device)
     slots = torch.zeros(num_groups, dtype=torch.long, device=evaluator.device)
-    for _users, _hits, top in _ranked_batches(as_scorer(scorer), evaluator, split, k):
-        slots += torch.bincount(bucket_of[top].flatten(), minlength=num_groups)
-    held = torch.bincount(bucket_of[evaluator.csr[split].indices], minlength=num_groups)  # [G]
-    slot_share = slots.double() / max(int(slots.sum()), 1)
-    held_share = held.double() / max(int(held.sum()), 1)
-    return slot_share.cpu(), held_share.cpu()
+    for _users, hits, top in _ranked_batches(as_scorer(scorer), evaluator, split, k):
+        groups = bucket_of[top]  # [B, k]
+        hits_per += torch.bincount(groups[hits], minlength=num_groups)
+        slots += torch.bincount(groups.flatten(), minlength=num_groups)
+    count = torch.bincount(bucket_of[evaluator.csr[split].indices], minlength=num_groups)  # [G]
+    return {
+        "recall": (hits_per.double() / count.double()).cpu(),  # NaN where count == 0
+        "count": count.cpu(),
+        "slot_share": (slots.double() / max(int(slots.sum()), 1)).cpu(),
+        "held_out_share": (count.double() / max(int(count.sum()), 1)).cpu(),
+    }
+
+
+def bucket_recall(
+    scorer: Scorer | Embeddings,
+    evaluator: Evaluator,
+    split: str,
+    bucket_of: torch.Tensor,
+    k: int = 20,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Recall@K per item group: ``(recall, count)`` of ``bucket_stats``.
+
+    Shapes:
+        bucket_of: [I] long -> recall [G] float64, count [G] long, G = bucket_of.max() + 1.
+    """
+    stats = bucket_stats(scorer, evaluator, split, bucket_of, k)
+    return stats["recall"], stats["count"]
+
+
+def bucket_exposure(
+    scorer: Scorer | Embeddings,
+    evaluator: Evaluator,
+    split: str,
+    bucket_of: torch.Tensor,
+    k: int = 20,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the recommendations go: ``(slot_share, held_out_share)`` of ``bucket_stats``.
+
+    Shapes:
+        bucket_of: [I] long -> slot_share [G], held_out_share [G] float64.
+    """
+    stats = bucket_stats(scorer, evaluator, split, bucket_of, k)
+    return stats["slot_share"], stats["held_out_share"]
 
 
 def time_groups(
@@ -250,6 +257,7 @@ def time_group_recall(
 __all__ = [
     "bucket_exposure",
     "bucket_recall",
+    "bucket_stats",
     "popularity_buckets",
     "time_group_recall",
     "time_groups",
