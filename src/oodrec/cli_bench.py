@@ -73,6 +73,9 @@ locks).
 Once every study has its budget, the best values of each study run over the grid's seeds as
 ordinary resumable grid runs, OUT/DATASET-METHOD-tuned-seedN, labelled
 "METHOD (tuned, N trials)" in `oodrec report`, with the search space in the table notes.
+The final run at the trials' seed (tune.seed) would repeat the best trial epoch for epoch, so
+it gets a copy of that trial's finished run instead of training again (its bench.json names
+the trial).
 Where the epoch cap ended a study's best trial (`--status` warns), --final-epochs M (or
 tune.final_epochs) runs the final runs with the larger cap M, early stopping on val as ever, as
 OUT/DATASET-METHOD-tuned-Mep-seedN beside the others; a schedule that follows train.epochs
@@ -362,6 +365,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from oodrec.bench.grid import load_grid
     from oodrec.bench.runner import run_grid
     from oodrec.bench.tune import (
+        adopt_best_trials,
         final_runs,
         finals_done,
         format_running,
@@ -442,6 +446,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         return 0
     runs = final_runs(spec, jobs, out_dir)
     print(f"{len(runs)} final run(s) -> {out_dir}", file=sys.stderr)
+    for name, trial in adopt_best_trials(runs, rows, grid=str(args.grid)):
+        print(
+            f"{name}: the best trial's run ({trial}) has its config and seed; copied, not "
+            "trained again",
+            file=sys.stderr,
+        )
     # the final runs use the search's workers: local processes, or Ray tasks on the cluster
     outcomes = run_grid(
         runs,

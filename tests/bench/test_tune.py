@@ -522,3 +522,77 @@ def test_trials_csv_lists_every_trial_with_its_run(tmp_path):
         assert int(row["epochs"]) == len(lines) == 3
         best = max(json.loads(x)["epoch"] for x in lines if json.loads(x).get("improved"))
         assert int(row["best_epoch"]) == best
+
+
+def test_the_final_run_at_the_trials_seed_is_the_best_trials_run(tmp_path, monkeypatch, capsys):
+    """The trials train at tune.seed (1), one of the grid's seeds: that final run gets a copy of
+    the best trial's run instead of a second training, and equals a fresh training of it."""
+    import oodrec.train.loop as loop
+    from oodrec.bench.records import load_runs
+    from oodrec.cli import main
+    from oodrec.data.dataset import load_dataset
+    from oodrec.train.runs import RunDir
+
+    data = yaml.safe_load(yaml.safe_dump(GRID))
+    data["out_dir"] = str(tmp_path / "out")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(data))
+    real_train, trained = loop.train, []
+
+    def counting_train(cfg, *args, **kwargs):
+        trained.append(cfg.name)
+        return real_train(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train", counting_train)
+    assert main(["-q", "tune", str(grid)]) == 0
+    # two trials and one final run trained; seed 1's final run was not
+    assert trained == ["trial-0000", "trial-0001", "synthetic-rns-tuned-seed2"]
+    err = capsys.readouterr().err
+    assert "synthetic-rns-tuned-seed1: the best trial's run" in err
+    spec = parse_grid(data, str(grid))
+    tune = parse_tune(spec)
+    study = open_study(storage_url(tmp_path / "out"), study_name("synthetic", "rns"), tune)
+    best = max(finished(study), key=lambda t: t.value)
+    trial, final = Path(best.user_attrs["run_dir"]), tmp_path / "out/synthetic-rns-tuned-seed1"
+    bench = json.loads((final / "bench.json").read_text())
+    assert bench["copied_from"] == str(trial)
+    assert bench["seed"] == 1 and bench["method"] == "rns (tuned, 2 trials)"
+    assert "copied_from" not in json.loads(
+        (tmp_path / "out/synthetic-rns-tuned-seed2/bench.json").read_text()
+    )
+    assert (final / "epochs.jsonl").read_bytes() == (trial / "epochs.jsonl").read_bytes()
+    assert (final / "checkpoints/best.pt").is_file()
+    cfg = RunDir(final).load_config()
+    assert (cfg.name, cfg.out_dir, cfg.seed) == (
+        "synthetic-rns-tuned-seed1",
+        str(tmp_path / "out"),
+        1,
+    )
+    record = RunDir(final).read_record()
+    assert record["config"]["name"] == "synthetic-rns-tuned-seed1"
+    # determinism is what makes the copy honest: a fresh training of the final run equals it
+    fresh = real_train(cfg, load_dataset(cfg.data), run_dir=tmp_path / "fresh")
+    assert fresh.metrics == record["metrics"]
+    # the report sees both final runs; a rerun of the command trains nothing
+    assert sorted(r.seed for r in load_runs(tmp_path / "out")) == [1, 2]
+    trained.clear()
+    assert main(["-q", "tune", str(grid)]) == 0
+    assert trained == []
+    assert "copied, not trained again" not in capsys.readouterr().err
+
+
+def test_a_final_run_unlike_its_trial_is_trained(tmp_path, monkeypatch):
+    """A larger epoch cap, or a trial run that is gone, leaves the final run to train."""
+    import shutil
+
+    from oodrec.bench.tune import adopt_best_trials, summarize
+
+    spec, jobs = _jobs(tmp_path, trials=1)
+    work_on(jobs[0])
+    rows = summarize(jobs)
+    capped = study_jobs(spec, replace(jobs[0].tune, final_epochs=5), tmp_path, jobs[0].url)
+    assert adopt_best_trials(final_runs(spec, capped, tmp_path), rows) == []
+    runs = final_runs(spec, jobs, tmp_path)
+    shutil.rmtree(rows[0]["best_run_dir"])
+    assert adopt_best_trials(runs, rows) == []
+    assert not (tmp_path / runs[0].name / "config.yaml").exists()

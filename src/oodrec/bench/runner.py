@@ -109,6 +109,22 @@ def _without(cfg: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def result_diff(
+    saved: dict[str, Any], wanted: dict[str, Any], ignore: tuple[str, ...] = ()
+) -> list[str]:
+    """The keys, with both values, in which two config dicts differ in a way that can change a
+    run's results: ``out_dir`` (:data:`IGNORED_KEYS`), the execution keys
+    (:data:`EXECUTION_KEYS`) and the dotted keys in ``ignore`` are left out.
+
+    Raises:
+        ConfigError: a dict is not a valid config.
+    """
+    left_out = EXECUTION_KEYS + tuple(ignore)
+    return config_diff(
+        _without(_comparable(saved), left_out), _without(_comparable(wanted), left_out)
+    )
+
+
 def plan_run(run: GridRun, path: Path, force: bool = False) -> Action:
     """Decide what to do with ``run`` given what its directory holds.
 
@@ -131,12 +147,12 @@ def plan_run(run: GridRun, path: Path, force: bool = False) -> Action:
         saved = _comparable(yaml.safe_load(rd.config_path.read_text()))
         wanted = _comparable(to_dict(run.config))
         diff = config_diff(saved, wanted)
-        result_diff = config_diff(_without(saved, EXECUTION_KEYS), _without(wanted, EXECUTION_KEYS))
+        differs = result_diff(saved, wanted)
     except (ConfigError, yaml.YAMLError) as exc:
-        diff = result_diff = [f"unreadable config.yaml: {exc}"]
+        diff = differs = [f"unreadable config.yaml: {exc}"]
     if not diff:
         return "skip" if state == "finished" else "resume"
-    if state == "finished" and not force and not result_diff:
+    if state == "finished" and not force and not differs:
         logger.info(
             "%s: finished with other execution settings (%s); skipped", path.name, "; ".join(diff)
         )
@@ -367,5 +383,6 @@ __all__ = [
     "execute_job",
     "plan_grid",
     "plan_run",
+    "result_diff",
     "run_grid",
 ]

@@ -5,7 +5,9 @@ selection metric) of the same number of finished trials, stored in one SQLite fi
 (``OUT/tune.db``), so a killed search resumes where it stopped and several workers (local
 processes, or Ray tasks) share a study. Then the best configuration of each study runs over the
 grid's seeds, as ordinary resumable grid runs named ``DATASET-METHOD-tuned-seedN``, whose
-``bench.json`` carries the budget, the search space and the chosen values for the report.
+``bench.json`` carries the budget, the search space and the chosen values for the report. The
+final run that repeats the best trial (same config, seed ``tune.seed``) is a copy of the trial's
+run, not a second training (``adopt_best_trials``).
 
 The grid's ``tune:`` section::
 
@@ -41,6 +43,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -610,6 +613,7 @@ def summarize(jobs: list[StudyJob]) -> list[dict[str, Any]]:
                 "best_value": best.value if best else None,
                 "best_params": dict(best.params) if best else None,
                 "best_trial": best.number if best else None,
+                "best_run_dir": best.user_attrs.get("run_dir") if best else None,
                 "best_capped": _capped_at(best),
                 "space": [p.describe() for p in job.space.values()],
             }
@@ -791,6 +795,95 @@ def final_runs(spec: GridSpec, jobs: list[StudyJob], out_dir: str | Path) -> lis
     return runs
 
 
+def adopt_best_trials(
+    runs: list[GridRun], rows: list[dict[str, Any]], grid: str = "<grid>"
+) -> list[tuple[str, str]]:
+    """Give each final run that repeats its study's best trial that trial's finished run.
+
+    The trials train at ``tune.seed``, usually one of the grid's seeds, so one final run per
+    study has the best trial's config and seed (when ``final_epochs`` leaves the cap alone).
+    Training is deterministic, so retraining it would only repeat the trial epoch for epoch; its
+    directory gets the trial's files instead (checkpoints hard-linked where the file system
+    allows), and its ``bench.json`` names the trial (``copied_from``).
+
+    A final run is left to train as usual when its directory already has a ``config.yaml``,
+    when the trial's run has not finished or is not on this machine, or when the two configs
+    differ in anything but the name, ``out_dir``, ``train.device`` and ``train.threads`` (the
+    grid runner's rule for counting a finished run as done).
+
+    Args:
+        runs: the final runs (``final_runs``).
+        rows: ``summarize(jobs)`` of the same studies (their ``best_run_dir``).
+        grid: the grid's source, for ``bench.json``.
+
+    Returns:
+        ``(final run name, trial run directory)`` of every adopted run.
+    """
+    by_study = {row["study"]: row.get("best_run_dir") for row in rows}
+    adopted = []
+    for run in runs:
+        trial_dir = by_study.get(run.info.get("tuning", {}).get("study"))
+        if trial_dir and _adopt_trial(Path(trial_dir), run, grid):
+            adopted.append((run.name, trial_dir))
+    return adopted
+
+
+def _adopt_trial(trial_dir: Path, run: GridRun, grid: str) -> bool:
+    """Copy the finished run in ``trial_dir`` into ``run``'s directory (see
+    ``adopt_best_trials``). Returns whether it did."""
+    import shutil
+
+    from oodrec.bench.runner import Job, result_diff, write_bench_info
+    from oodrec.config import to_dict
+    from oodrec.errors import OodrecError
+    from oodrec.train.runs import RunDir
+
+    src = RunDir(trial_dir)
+    dest = RunDir((Path(run.config.out_dir) / run.name).resolve())
+    if dest.config_path.is_file() or not src.is_finished():
+        return False
+    try:
+        saved = src.load_config()
+        record = src.read_record()
+        if result_diff(to_dict(saved), to_dict(run.config), ignore=("name",)):
+            return False
+    except (OSError, OodrecError):  # an unreadable trial run: train the final run instead
+        return False
+    cfg = replace(saved, out_dir=run.config.out_dir, name=run.name)
+    header = "".join(
+        line
+        for line in src.config_path.read_text().splitlines(keepends=True)
+        if line.startswith("#")
+    )
+
+    def link_or_copy(a: str, b: str) -> None:
+        try:
+            os.link(a, b)  # checkpoints are replaced, never rewritten in place
+        except OSError:
+            shutil.copy2(a, b)
+
+    with dest.lock("tune"):
+        if dest.config_path.is_file():  # another process started it meanwhile
+            return False
+        dest.clear()
+        for name in ("resolved.yaml", "epochs.jsonl", "resumes.json", "per_user.pt"):
+            if (src.path / name).is_file():
+                shutil.copy2(src.path / name, dest.path / name)
+        if (src.path / "checkpoints").is_dir():
+            shutil.copytree(
+                src.path / "checkpoints", dest.path / "checkpoints", copy_function=link_or_copy
+            )
+        record["config"] = to_dict(cfg)
+        dest.write_record(record)
+        info = {**run.info, "copied_from": str(trial_dir)}
+        write_bench_info(Job(replace(run, info=info), dest.path, "new", grid))
+        dest.write_config(cfg, header)  # last: until it is there, the directory is a new run
+    logger.debug(
+        "%s: copied from the best trial's run %s (same config and seed)", run.name, trial_dir
+    )
+    return True
+
+
 def final_run_name(job: StudyJob, seed: int) -> str:
     """``DATASET-METHOD-tuned-seedS``, or ``DATASET-METHOD-tuned-Nep-seedS`` with
     ``final_epochs`` N."""
@@ -843,6 +936,7 @@ def tuning_info(row: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
+    "adopt_best_trials",
     "trial_rows",
     "write_trials_csv",
     "format_running",
