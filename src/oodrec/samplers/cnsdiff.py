@@ -98,7 +98,10 @@ class CNSDiffOptions:
     """code_faithful | paper | causal (see the module docstring). Default: causal, the mode with
     the best validation NDCG@20 on most shipped datasets (README, "Results")."""
     steps: int = 20
-    """Diffusion steps T."""
+    """Diffusion steps T. T also sets the number of candidates (Eq. 14: levels
+    ``sample_start + k * stride <= T``), and with ``denoise_from="T"`` each candidate passes
+    through all T reverse steps, so generation grows as T**2 / stride: T = 100 gives 23
+    candidates of 100 steps each, 38 times the denoiser work of T = 20 (3 of 20)."""
     noise_schedule: Literal["linear-var", "linear"] = "linear-var"
     """Noise schedule kind."""
     noise_scale: float = 0.1
