@@ -165,7 +165,12 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus-per-run", type=int, default=1, help="CPUs per Ray task (default 1)")
     p.add_argument("--out", help="parent directory of the run directories (default: out_dir)")
     p.add_argument("--force", action="store_true", help="rerun runs whose saved config differs")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and their state only")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the runs and their state only (new, resume with the epochs done, skip, or "
+        "CONFLICT with the differing keys), then count each state",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -271,8 +276,9 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Handler of ``oodrec bench``. Returns 0, or 1 when a run failed."""
     from oodrec.bench.grid import expand_grid, load_grid
-    from oodrec.bench.runner import plan_run, run_grid
-    from oodrec.errors import ConfigError, RunError
+    from oodrec.bench.runner import ConfigConflict, plan_run, run_grid
+    from oodrec.errors import ConfigError
+    from oodrec.train.runs import RunDir
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")
@@ -280,13 +286,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     runs = expand_grid(spec, list(args.set), args.out)
     out_dir = args.out or spec.out_dir
     if args.dry_run:
+        counts: dict[str, int] = {}
         for run in runs:
+            path = Path(out_dir) / run.name
+            note = ""
             try:
-                action = plan_run(run, Path(out_dir) / run.name, args.force)
-            except RunError:
-                action = "CONFLICT"
-            print(f"{action:<9}{run.name}")
-        print(f"{len(runs)} run(s) in {out_dir}")
+                action = plan_run(run, path, args.force)
+            except ConfigConflict as exc:
+                action, note = "CONFLICT", f"differs: {exc.keys}"
+            if action == "resume":
+                note = f"{len(RunDir(path).read_epochs())} epoch(s) done"
+            counts[action] = counts.get(action, 0) + 1
+            print(f"{action:<9}{run.name}" + (f"  ({note})" if note else ""))
+        summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+        print(f"{len(runs)} run(s) in {out_dir}: {summary}")
+        if "CONFLICT" in counts:
+            print(
+                "a CONFLICT run holds another config: pass the --set values it ran with (an "
+                "unfinished run resumes only with the same train.threads and train.device), "
+                "--force to rerun it, or another --out",
+                file=sys.stderr,
+            )
         return 0
     print(f"{len(runs)} run(s) -> {out_dir}", file=sys.stderr)
     try:

@@ -164,6 +164,37 @@ def test_a_run_finished_elsewhere_counts_as_done_but_an_unfinished_one_conflicts
         plan_run(run("train.lr=0.5"), path)  # a result-changing key still conflicts
 
 
+def test_dry_run_names_each_runs_state_and_why_it_conflicts(tmp_path, capsys):
+    """--dry-run: a resumable run says how far it got, a conflict names the differing keys, and
+    the last line counts each state."""
+    import json
+
+    from oodrec.cli import main
+    from oodrec.config import to_dict
+
+    data = dict(GRID, sweep={}, datasets=["food"], seeds=[1, 2, 3], methods=GRID["methods"][:1])
+    grid = str(_write(tmp_path, data))
+    out = tmp_path / "runs"
+    runs = expand_grid(parse_grid(data), out_dir=str(out))
+    for run, epochs, finished, lr in [(runs[0], 2, False, 0.05), (runs[1], 3, True, 0.01)]:
+        cfg = to_dict(run.config) | {"train": to_dict(run.config.train) | {"lr": lr}}
+        (out / run.name).mkdir(parents=True)
+        (out / run.name / "config.yaml").write_text(yaml.safe_dump(cfg))
+        rows = "".join(json.dumps({"epoch": e}) + "\n" for e in range(epochs))
+        (out / run.name / "epochs.jsonl").write_text(rows)
+        if finished:
+            (out / run.name / "record.json").write_text("{}")
+    assert main(["bench", grid, "--out", str(out), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == [
+        "resume   food-rns-seed1  (2 epoch(s) done)",
+        "CONFLICT food-rns-seed2  (differs: train.lr (0.01 -> 0.05))",
+        "new      food-rns-seed3",
+        f"3 run(s) in {out}: 1 resume, 1 CONFLICT, 1 new",
+    ]
+    assert "--force to rerun it" in captured.err
+
+
 def test_model_entries_and_plain_model_names():
     spec = parse_grid(
         {

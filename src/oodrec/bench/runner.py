@@ -52,6 +52,14 @@ RAY_MISSING = "the ray executor needs Ray: pip install 'oodrec[ray]'"
 Action = Literal["new", "resume", "restart", "skip"]
 
 
+class ConfigConflict(RunError):
+    """A run directory holds a run of another config; ``keys`` names the differing keys."""
+
+    def __init__(self, message: str, keys: str) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
 @dataclass(frozen=True)
 class Job:
     """A run to execute: where, and whether it starts, resumes or restarts.
@@ -137,7 +145,7 @@ def plan_run(run: GridRun, path: Path, force: bool = False) -> Action:
         ``new``, ``skip``, ``resume`` or ``restart``.
 
     Raises:
-        RunError: the saved config differs (or cannot be read) and ``force`` is off.
+        ConfigConflict: the saved config differs (or cannot be read) and ``force`` is off.
     """
     rd = RunDir(path)
     if not rd.config_path.is_file():
@@ -160,9 +168,10 @@ def plan_run(run: GridRun, path: Path, force: bool = False) -> Action:
     if force:
         return "restart"
     shown = "; ".join(diff[:4]) + (f"; ... ({len(diff)} keys)" if len(diff) > 4 else "")
-    raise RunError(
+    raise ConfigConflict(
         f"{path}: {state} run with a different config: {shown}. Pass --force to rerun it, or "
-        f"write the grid to another --out"
+        f"write the grid to another --out",
+        shown,
     )
 
 
@@ -376,6 +385,7 @@ def dependency_waves(jobs: list[Job]) -> list[list[Job]]:
 
 __all__ = [
     "BENCH_FILE",
+    "ConfigConflict",
     "Job",
     "RunOutcome",
     "config_diff",
