@@ -286,7 +286,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     runs = expand_grid(spec, list(args.set), args.out)
     out_dir = args.out or spec.out_dir
     if args.dry_run:
-        counts: dict[str, int] = {}
+        states: dict[str, int] = {}
         for run in runs:
             path = Path(out_dir) / run.name
             note = ""
@@ -296,11 +296,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 action, note = "CONFLICT", f"differs: {exc.keys}"
             if action == "resume":
                 note = f"{len(RunDir(path).read_epochs())} epoch(s) done"
-            counts[action] = counts.get(action, 0) + 1
+            states[action] = states.get(action, 0) + 1
             print(f"{action:<9}{run.name}" + (f"  ({note})" if note else ""))
-        summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+        summary = ", ".join(f"{v} {k}" for k, v in states.items())
         print(f"{len(runs)} run(s) in {out_dir}: {summary}")
-        if "CONFLICT" in counts:
+        if "CONFLICT" in states:
             print(
                 "a CONFLICT run holds another config: pass the --set values it ran with (an "
                 "unfinished run resumes only with the same train.threads and train.device), "
