@@ -9,7 +9,7 @@ import torch
 from oodrec.config import DataConfig, EvalConfig
 from oodrec.data.dataset import load_dataset
 from oodrec.eval.evaluate import Evaluator
-from oodrec.eval.groups import bucket_exposure, bucket_recall, popularity_buckets
+from oodrec.eval.groups import bucket_recall, bucket_stats, popularity_buckets
 from oodrec.models.base import Embeddings
 
 
@@ -59,10 +59,11 @@ def test_bucket_recall_matches_reference(tiny_dir):
     assert recall.tolist() == [h / t for h, t in zip(hits, total)]
 
 
-def test_bucket_exposure_matches_reference(tiny_dir):
+def test_bucket_shares_match_reference(tiny_dir):
     ds, emb, evaluator, buckets, top = _random_case(tiny_dir, seed=1, user_batch_size=5)
     k = 4
-    slot_share, held_share = bucket_exposure(emb, evaluator, "ood_test", buckets, k)
+    stats = bucket_stats(emb, evaluator, "ood_test", buckets, k)
+    slot_share, held_share = stats["slot_share"], stats["held_out_share"]
     slots, held = [0, 0, 0], [0, 0, 0]
     for u in sorted(set(ds.splits["ood_test"].users.tolist())):
         for i in top(u, k):

@@ -143,22 +143,6 @@ def bucket_recall(
     return stats["recall"], stats["count"]
 
 
-def bucket_exposure(
-    scorer: Scorer | Embeddings,
-    evaluator: Evaluator,
-    split: str,
-    bucket_of: torch.Tensor,
-    k: int = 20,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where the recommendations go: ``(slot_share, held_out_share)`` of ``bucket_stats``.
-
-    Shapes:
-        bucket_of: [I] long -> slot_share [G], held_out_share [G] float64.
-    """
-    stats = bucket_stats(scorer, evaluator, split, bucket_of, k)
-    return stats["slot_share"], stats["held_out_share"]
-
-
 def time_groups(
     timestamps: torch.Tensor, users: torch.Tensor, items: torch.Tensor, num_groups: int = 4
 ) -> torch.Tensor:
@@ -255,7 +239,6 @@ def time_group_recall(
 
 
 __all__ = [
-    "bucket_exposure",
     "bucket_recall",
     "bucket_stats",
     "popularity_buckets",
