@@ -1,6 +1,7 @@
-"""The ``bench`` and ``report`` subcommands (benchmark grids and their tables and figures).
+"""The ``bench``, ``tune``, ``report`` and ``archive`` subcommands (benchmark grids, searches,
+their tables and figures, and copies of their results).
 
-``add_bench_commands(subparsers)`` adds both to the ``oodrec`` parser; each handler takes the
+``add_bench_commands(subparsers)`` adds them to the ``oodrec`` parser; each handler takes the
 parsed arguments and returns an exit code. Library errors (``OodrecError``) propagate to
 ``oodrec.cli.main``, which prints them without a traceback.
 """
@@ -106,6 +107,27 @@ examples:
   oodrec report runs/tune --baseline "rns (tuned, 12 trials)" --target cnsdiff
 """
 
+ARCHIVE_DESCRIPTION = """\
+Copy what a report needs of every finished run below SRC (config.yaml, resolved.yaml,
+epochs.jsonl, record.json, resumes.json, bench.json; no checkpoints) to the same relative place
+below DEST, and the study file tune.db of `oodrec tune` where DEST has none (a consistent SQLite
+backup, safe while workers write it). A run of 20 epochs is about 40 kB, so a whole grid's
+results fit under version control, and copying them back under runs/ on a fresh machine lets
+`oodrec bench` and `oodrec tune` skip the runs that finished elsewhere and `oodrec report` cover
+them all.
+
+Nothing is overwritten: a run DEST already holds with the same record.json is left as it is,
+any other run there under the same name is a conflict, and a conflict stops the copy before
+anything is written. Unfinished runs are left out and counted. A copied run has no checkpoints:
+`oodrec evaluate` and the popularity-bucket figure, which reload the model, say so and skip it.
+
+examples:
+  oodrec archive runs/cnsdiff_sensitivity results/cnsdiff_sensitivity/runs    # keep the results
+  oodrec archive results/cnsdiff_sensitivity/runs runs/cnsdiff_sensitivity    # later: restore,
+  oodrec bench configs/cnsdiff_sensitivity.yaml                               # ... then resume
+  oodrec archive runs/tune_ood /mnt/shared/tune_ood --dry-run    # what would be copied
+"""
+
 PLOTS_MISSING = "figures need matplotlib: pip install 'oodrec[plots]'"
 
 
@@ -142,7 +164,7 @@ def _subset(spec, args: argparse.Namespace):
 
 
 def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``bench`` and ``report`` to the ``oodrec`` subcommands.
+    """Add ``bench``, ``tune``, ``report`` and ``archive`` to the ``oodrec`` subcommands.
 
     Args:
         subparsers: the object returned by ``ArgumentParser.add_subparsers``.
@@ -271,6 +293,17 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--data-dir", help="data directory for re-ranking checkpoints (Figure 1)")
     p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser(
+        "archive",
+        help="copy finished runs' results (no checkpoints) to another directory",
+        description=ARCHIVE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("src", metavar="SRC", help="directory searched for finished runs")
+    p.add_argument("dest", metavar="DEST", help="where the copies go (created if missing)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be copied, copy nothing")
+    p.set_defaults(func=cmd_archive)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -514,4 +547,22 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"removed {path} (the last report wrote it; this one has nothing for it)",
             file=sys.stderr,
         )
+    return 0
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    """Handler of ``oodrec archive``. Returns 0 (a conflict is a RunError: exit 2)."""
+    from oodrec.bench.archive import archive_runs
+
+    plan = archive_runs(args.src, args.dest, dry_run=args.dry_run)
+    if args.dry_run:
+        for rel in plan.copy:
+            print(f"copy     {rel}")
+        for rel in plan.same:
+            print(f"there    {rel}")
+        for rel in plan.unfinished:
+            print(f"skip     {rel}  (unfinished)")
+        print("dry run: " + plan.summary().replace("copied", "to copy"))
+        return 0
+    print(plan.summary())
     return 0

@@ -216,19 +216,19 @@ def load_runs(runs_dir: str | Path) -> list[RunRecord]:
 
     Args:
         runs_dir: a directory holding run directories (at any depth, symbolic links followed,
-            so a report can be assembled from links to runs of several grids) or one run
-            directory.
+            so a report can be assembled from links to runs of several grids; hidden
+            directories skipped) or one run directory.
 
     Returns:
         The runs with a readable ``record.json``; unreadable ones are logged and skipped.
     """
     runs = []
     trials = 0
-    found = [
-        Path(root) / "record.json"
-        for root, _, files in os.walk(runs_dir, followlinks=True)
-        if "record.json" in files
-    ]
+    found = []
+    for root, dirs, files in os.walk(runs_dir, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # e.g. a copy in progress
+        if "record.json" in files:
+            found.append(Path(root) / "record.json")
     for rec_path in sorted(found):
         try:
             record = json.loads(rec_path.read_text())

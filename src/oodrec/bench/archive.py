@@ -1,0 +1,211 @@
+"""Copy the results of finished runs, without their checkpoints, to another directory.
+
+A grid's run directories hold checkpoints of tens of megabytes each, and the machine that ran
+them may not last (a cloud node, a CI runner, a session's scratch disk). What a report needs,
+and what tells ``oodrec bench`` and ``oodrec tune`` that a run is done, is small text:
+``config.yaml``, ``resolved.yaml``, ``epochs.jsonl``, ``record.json``, ``resumes.json`` and
+``bench.json``. ``archive_runs`` copies those files of every finished run below SRC to the same
+relative place below DEST, and the study file ``tune.db`` of ``oodrec tune`` with SQLite's
+online backup (consistent while workers write it).
+
+Both directions use it: archive a grid into a results folder that goes under version control,
+and later copy that folder back under ``runs/`` so that a grid resumed on a fresh machine
+skips the runs that finished elsewhere and the report covers all of them. A copied run has no
+checkpoints, so ``oodrec evaluate`` and the popularity-bucket figure (which reload the model)
+say so and leave it out; its numbers are in ``record.json`` and ``epochs.jsonl``.
+
+Nothing is overwritten. A run that DEST already holds with the same ``record.json`` is left as
+it is; any other run there under the same name (unfinished, or finished with other results) is
+a conflict, and a conflict stops the copy before anything is written. Each run is copied into a
+hidden directory first and renamed into place, so a kill never leaves half a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oodrec.errors import RunError
+
+logger = logging.getLogger(__name__)
+
+RESULT_FILES = (
+    "config.yaml",
+    "resolved.yaml",
+    "epochs.jsonl",
+    "record.json",
+    "resumes.json",
+    "bench.json",
+)
+"""The files of a run that are copied: everything but checkpoints, ``per_user.pt`` and the lock."""
+
+STUDY_FILE = "tune.db"
+PARTIAL = ".archive-partial"
+
+
+@dataclass
+class ArchivePlan:
+    """What ``archive_runs`` does (or did): run paths relative to SRC, by outcome."""
+
+    src: Path
+    dest: Path
+    copy: list[str] = field(default_factory=list)
+    same: list[str] = field(default_factory=list)
+    unfinished: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    study: str = "none"  # none | copy | kept (DEST has its own tune.db)
+    bytes: int = 0
+
+    def summary(self) -> str:
+        parts = [f"{len(self.copy)} run(s) copied", f"{len(self.same)} already there"]
+        if self.unfinished:
+            parts.append(f"{len(self.unfinished)} unfinished left out")
+        if self.study == "copy":
+            parts.append(f"{STUDY_FILE} copied")
+        elif self.study == "kept":
+            parts.append(f"{STUDY_FILE} not copied ({self.dest / STUDY_FILE} exists)")
+        return f"{self.src} -> {self.dest}: " + ", ".join(parts) + f"; {self.bytes / 1e6:.1f} MB"
+
+
+def _run_dirs(root: Path) -> tuple[list[Path], list[Path]]:
+    """Finished run directories below ``root`` (a ``record.json``, as ``oodrec report`` counts
+    them) and unfinished ones (a ``config.yaml`` only), sorted; hidden directories and
+    checkpoint folders are not searched."""
+    finished, unfinished = [], []
+    for here, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "checkpoints")
+        if "record.json" in files:
+            finished.append(Path(here))
+        elif "config.yaml" in files:
+            unfinished.append(Path(here))
+    return sorted(finished), sorted(unfinished)
+
+
+def _same_record(a: Path, b: Path) -> bool:
+    try:
+        return json.loads(a.read_text()) == json.loads(b.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def plan_archive(src: str | Path, dest: str | Path) -> ArchivePlan:
+    """What copying SRC's finished runs to DEST would do, without writing anything.
+
+    Raises:
+        RunError: SRC is not a directory, holds no run and no study, or DEST is SRC or lies
+            inside it.
+    """
+    src, dest = Path(src), Path(dest)
+    if not src.is_dir():
+        raise RunError(f"{src}: no such directory")
+    if dest.resolve() == src.resolve() or src.resolve() in dest.resolve().parents:
+        raise RunError(f"{dest}: the destination is {src} or lies inside it; choose another")
+    finished, unfinished = _run_dirs(src)
+    plan = ArchivePlan(src, dest)
+    plan.unfinished = [str(p.relative_to(src)) for p in unfinished]
+    for path in finished:
+        rel = path.relative_to(src)
+        if path.resolve() == (dest / rel).resolve():  # DEST reaches SRC's run through a link
+            plan.same.append(str(rel))
+            continue
+        target = dest / rel
+        if not target.exists() or (target.is_dir() and not any(target.iterdir())):
+            plan.copy.append(str(rel))
+            plan.bytes += sum(
+                (path / n).stat().st_size for n in RESULT_FILES if (path / n).is_file()
+            )
+        elif _same_record(path / "record.json", target / "record.json"):
+            plan.same.append(str(rel))
+        else:
+            plan.conflicts.append(str(rel))
+    if (src / STUDY_FILE).is_file():
+        plan.study = "kept" if (dest / STUDY_FILE).exists() else "copy"
+        if plan.study == "copy":
+            plan.bytes += (src / STUDY_FILE).stat().st_size
+    if not finished and not unfinished and plan.study == "none":
+        raise RunError(f"{src}: no run directory and no {STUDY_FILE} below it")
+    return plan
+
+
+def _copy_run(path: Path, target: Path) -> None:
+    """Copy one run's result files: into a hidden sibling directory, then renamed into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.parent / f".{target.name}{PARTIAL}"
+    if partial.exists():  # left by a copy that was killed
+        shutil.rmtree(partial)
+    partial.mkdir()
+    for name in RESULT_FILES:
+        if (path / name).is_file():
+            shutil.copy2(path / name, partial / name)
+    if target.is_dir():  # empty (checked by the plan)
+        target.rmdir()
+    os.rename(partial, target)
+
+
+def _copy_study(src: Path, dest: Path) -> None:
+    """SQLite's online backup: a consistent copy even while tune workers write the study."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.parent / f".{dest.name}{PARTIAL}"
+    partial.unlink(missing_ok=True)
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    try:
+        target = sqlite3.connect(partial)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+    except sqlite3.Error as exc:
+        partial.unlink(missing_ok=True)
+        raise RunError(f"{src}: cannot copy the study: {exc}") from None
+    finally:
+        source.close()
+    os.replace(partial, dest)
+
+
+def archive_runs(src: str | Path, dest: str | Path, *, dry_run: bool = False) -> ArchivePlan:
+    """Copy the result files of every finished run below ``src`` to the same place below
+    ``dest`` (and ``tune.db`` where ``dest`` has none); see the module docstring.
+
+    Args:
+        src: a directory of run directories (any depth), e.g. a grid's ``out_dir``.
+        dest: where the copies go; created if missing.
+        dry_run: only plan.
+
+    Returns:
+        The plan, carried out unless ``dry_run``.
+
+    Raises:
+        RunError: see ``plan_archive``; or a conflict (a run under the same name in ``dest``
+            that is unfinished or has another ``record.json``), before anything is copied.
+    """
+    plan = plan_archive(src, dest)
+    if plan.conflicts:
+        shown = ", ".join(plan.conflicts[:10])
+        more = f" and {len(plan.conflicts) - 10} more" if len(plan.conflicts) > 10 else ""
+        raise RunError(
+            f"{plan.dest}: {len(plan.conflicts)} run(s) there differ from {plan.src} "
+            f"(unfinished, or finished with other results): {shown}{more}; nothing was copied. "
+            "Copy to another directory, or move those runs aside."
+        )
+    if dry_run:
+        return plan
+    for rel in plan.copy:
+        _copy_run(plan.src / rel, plan.dest / rel)
+        logger.debug("copied %s", rel)
+    if plan.study == "copy":
+        _copy_study(plan.src / STUDY_FILE, plan.dest / STUDY_FILE)
+    if plan.unfinished:
+        logger.info(
+            "%d unfinished run(s) left out (no record.json): %s",
+            len(plan.unfinished),
+            ", ".join(plan.unfinished[:10]),
+        )
+    return plan
+
+
+__all__ = ["RESULT_FILES", "ArchivePlan", "archive_runs", "plan_archive"]
