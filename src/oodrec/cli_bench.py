@@ -562,7 +562,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
             print(f"there    {rel}")
         for rel in plan.unfinished:
             print(f"skip     {rel}  (unfinished)")
-        print("dry run: " + plan.summary().replace("copied", "to copy"))
+        print("dry run: " + plan.summary(done=False))
         return 0
     print(plan.summary())
     return 0

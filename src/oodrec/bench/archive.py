@@ -30,6 +30,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oodrec.bench.records import find_runs
 from oodrec.errors import RunError
 
 logger = logging.getLogger(__name__)
@@ -61,29 +62,17 @@ class ArchivePlan:
     study: str = "none"  # none | copy | kept (DEST has its own tune.db)
     bytes: int = 0
 
-    def summary(self) -> str:
-        parts = [f"{len(self.copy)} run(s) copied", f"{len(self.same)} already there"]
+    def summary(self, done: bool = True) -> str:
+        """One line of counts; ``done=False`` words it as a plan (a dry run)."""
+        copied = "copied" if done else "to copy"
+        parts = [f"{len(self.copy)} run(s) {copied}", f"{len(self.same)} already there"]
         if self.unfinished:
             parts.append(f"{len(self.unfinished)} unfinished left out")
         if self.study == "copy":
-            parts.append(f"{STUDY_FILE} copied")
+            parts.append(f"{STUDY_FILE} {copied}")
         elif self.study == "kept":
             parts.append(f"{STUDY_FILE} not copied ({self.dest / STUDY_FILE} exists)")
         return f"{self.src} -> {self.dest}: " + ", ".join(parts) + f"; {self.bytes / 1e6:.1f} MB"
-
-
-def _run_dirs(root: Path) -> tuple[list[Path], list[Path]]:
-    """Finished run directories below ``root`` (a ``record.json``, as ``oodrec report`` counts
-    them) and unfinished ones (a ``config.yaml`` only), sorted; hidden directories and
-    checkpoint folders are not searched."""
-    finished, unfinished = [], []
-    for here, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "checkpoints")
-        if "record.json" in files:
-            finished.append(Path(here))
-        elif "config.yaml" in files:
-            unfinished.append(Path(here))
-    return sorted(finished), sorted(unfinished)
 
 
 def _same_record(a: Path, b: Path) -> bool:
@@ -105,7 +94,7 @@ def plan_archive(src: str | Path, dest: str | Path) -> ArchivePlan:
         raise RunError(f"{src}: no such directory")
     if dest.resolve() == src.resolve() or src.resolve() in dest.resolve().parents:
         raise RunError(f"{dest}: the destination is {src} or lies inside it; choose another")
-    finished, unfinished = _run_dirs(src)
+    finished, unfinished = find_runs(src)
     plan = ArchivePlan(src, dest)
     plan.unfinished = [str(p.relative_to(src)) for p in unfinished]
     for path in finished:

@@ -211,6 +211,21 @@ class RunRecord:
         return json.dumps([cfg, sweep], sort_keys=True)
 
 
+def find_runs(root: str | Path) -> tuple[list[Path], list[Path]]:
+    """Run directories below ``root`` (at any depth, or ``root`` itself), sorted: finished ones
+    (a ``record.json``) and unfinished ones (a ``config.yaml`` only). Symbolic links are
+    followed; hidden directories (a copy in progress, see ``bench.archive``) are not
+    searched."""
+    finished, unfinished = [], []
+    for here, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if "record.json" in files:
+            finished.append(Path(here))
+        elif "config.yaml" in files:
+            unfinished.append(Path(here))
+    return sorted(finished), sorted(unfinished)
+
+
 def load_runs(runs_dir: str | Path) -> list[RunRecord]:
     """Every finished run below ``runs_dir`` (recursively), sorted by path.
 
@@ -224,12 +239,7 @@ def load_runs(runs_dir: str | Path) -> list[RunRecord]:
     """
     runs = []
     trials = 0
-    found = []
-    for root, dirs, files in os.walk(runs_dir, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]  # e.g. a copy in progress
-        if "record.json" in files:
-            found.append(Path(root) / "record.json")
-    for rec_path in sorted(found):
+    for rec_path in sorted(path / "record.json" for path in find_runs(runs_dir)[0]):
         try:
             record = json.loads(rec_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -271,6 +281,7 @@ __all__ = [
     "RunRecord",
     "by_selection",
     "derived_label",
+    "find_runs",
     "is_main_run",
     "load_runs",
     "non_default_options",
