@@ -145,7 +145,28 @@ def test_named_baseline_replaces_the_strongest_other_method(runs_dir, tmp_path):
     row = [r for r in csv if "improvement_pct" in r and ",ood_test," in r and "recall@20" in r]
     assert len(row) == 1 and ",cnsdiff,rns," in row[0]
     write_report(runs_dir, tmp_path / "none", target="cnsdiff", baseline="nosuch")
-    assert "no improvement row" in (tmp_path / "none" / "table1.md").read_text()
+    assert (
+        "no improvement row: no method 'nosuch' (--baseline; methods: cnsdiff, dns, rns)"
+        in (tmp_path / "none" / "table1.md").read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "baseline", "reason"),
+    [
+        ("nosuch", None, "no method is named like the target 'nosuch' (--target; methods: "),
+        # a sensitivity grid's default against itself: the baseline is also a target
+        ("cnsdiff", "cnsdiff", "the baseline 'cnsdiff' is itself named like the target"),
+        ("s", None, "every method is named like the target 's', so none is left to compare"),
+    ],
+)
+def test_a_missing_improvement_row_says_which_option_to_change(
+    runs_dir, tmp_path, target, baseline, reason
+):
+    write_report(runs_dir, tmp_path / "out", target=target, baseline=baseline)
+    ood = (tmp_path / "out" / "table1.md").read_text().split("### IID test")[0]
+    assert "Improv. (%)" not in ood
+    assert f"- no improvement row: {reason}" in ood
 
 
 def test_runtime_rows_split_by_device(tmp_path):

@@ -110,6 +110,24 @@ def _comparison(
     return {"target": best_t, "baseline": best_b, "improvement": imp, "p": p, "paired": seeds}
 
 
+def _no_comparison_reason(cols: list[_Column], target: str, baseline: str | None) -> str:
+    """Why no column has a target and a baseline, in terms of the report's two options."""
+    labels = sorted({m for col in cols for m, v in col.values.items() if v})
+    methods = ", ".join(labels)
+    if not any(is_target(m, target) for m in labels):
+        return f"no method is named like the target {target!r} (--target; methods: {methods})"
+    if baseline is None:
+        return f"every method is named like the target {target!r}, so none is left to compare with"
+    if baseline not in labels:
+        return f"no method {baseline!r} (--baseline; methods: {methods})"
+    if is_target(baseline, target):
+        return (
+            f"the baseline {baseline!r} is itself named like the target {target!r}; "
+            "choose a --target that names other methods only"
+        )
+    return f"no dataset has runs of both a method named like {target!r} and {baseline!r}"
+
+
 def table1(
     runs: list[RunRecord], split: str, target: str, baseline: str | None = None
 ) -> Table | None:
@@ -235,9 +253,7 @@ def _add_comparison_rows(
     comps = [_comparison(col, target, baseline, picks.get(col.dataset)) for col in cols]
     against = f"method {baseline!r}" if baseline else "the strongest other method"
     if not any(comps):
-        table.notes.append(
-            f"no improvement row: needs a method named like {target!r} and {against}"
-        )
+        table.notes.append(f"no improvement row: {_no_comparison_reason(cols, target, baseline)}")
         return
     imp_row, p_row = [Cell("Improv. (%)")], [Cell("p-value")]
     for col, comp in zip(cols, comps):
