@@ -110,15 +110,19 @@ examples:
 ARCHIVE_DESCRIPTION = """\
 Copy what a report needs of every finished run below SRC (config.yaml, resolved.yaml,
 epochs.jsonl, record.json, resumes.json, bench.json; no checkpoints) to the same relative place
-below DEST, and the study file tune.db of `oodrec tune` where DEST has none (a consistent SQLite
-backup, safe while workers write it). A run of 20 epochs is about 40 kB, so a whole grid's
+below DEST, and the study file tune.db of `oodrec tune` (a consistent SQLite backup, safe while
+workers write it). A run of 20 epochs is about 40 kB, so a whole grid's
 results fit under version control, and copying them back under runs/ on a fresh machine lets
 `oodrec bench` and `oodrec tune` skip the runs that finished elsewhere and `oodrec report` cover
 them all.
 
-Nothing is overwritten: a run DEST already holds with the same record.json is left as it is,
+No run is overwritten: a run DEST already holds with the same record.json is left as it is,
 any other run there under the same name is a conflict, and a conflict stops the copy before
-anything is written. Unfinished runs are left out and counted. A copied run has no checkpoints:
+anything is written. A search's tune.db grows, so DEST's copy is replaced when it holds an
+earlier state of SRC's studies (the same trials, those it had finished with the same results);
+one with other trials is kept, and the summary says why. A copied search resumes where its copy
+was made: finished trials stay done, a trial that was running starts again with its values.
+Unfinished runs are left out and counted. A copied run has no checkpoints:
 `oodrec evaluate` and the popularity-bucket figure, which reload the model, say so and skip it.
 
 examples:
@@ -126,6 +130,7 @@ examples:
   oodrec archive results/cnsdiff_sensitivity/runs runs/cnsdiff_sensitivity    # later: restore,
   oodrec bench configs/cnsdiff_sensitivity.yaml                               # ... then resume
   oodrec archive runs/tune_ood /mnt/shared/tune_ood --dry-run    # what would be copied
+  oodrec archive runs/tune_ood results/tune_ood/runs              # again as the search goes on
 """
 
 PLOTS_MISSING = "figures need matplotlib: pip install 'oodrec[plots]'"

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 import yaml
 
-from oodrec.bench.archive import RESULT_FILES, archive_runs
+from oodrec.bench.archive import RESULT_FILES, archive_runs, plan_archive
 from oodrec.bench.records import load_runs
 from oodrec.cli import main
 from oodrec.errors import RunError
@@ -158,3 +158,64 @@ def test_restored_runs_are_skipped_by_a_resumed_grid_and_reported(tmp_path, caps
     (first / "synthetic-rns-seed1" / "record.json").write_text('{"best_epoch": 99}')
     assert main(["archive", str(first), str(kept)]) == 2
     assert "differ from" in capsys.readouterr().err
+
+
+def test_a_search_archived_as_it_grows_and_resumed_from_its_copy(tmp_path, capsys):
+    """`oodrec tune` output: trials, final runs and the study. Archiving again updates the
+    copy's study (an earlier state of the same search); a copy restored elsewhere resumes the
+    search without training its finished trials again."""
+    optuna = pytest.importorskip("optuna")
+
+    tuned = {
+        **GRID,
+        "tune": {
+            "trials": 2,
+            "startup_trials": 1,
+            "warmup_evals": 1,
+            "space": {"train.lr": {"low": 0.001, "high": 0.05, "log": True}},
+        },
+    }
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(tuned))
+    first, kept, fresh = tmp_path / "m1", tmp_path / "kept", tmp_path / "m2"
+
+    def tune(out, trials):
+        args = ["-q", "tune", str(grid), "--out", str(out), "--trials", str(trials)]
+        assert main([*args, "--no-final"]) == 0
+        capsys.readouterr()
+
+    def trials(out):
+        study = optuna.load_study(study_name="synthetic/rns", storage=f"sqlite:///{out}/tune.db")
+        return {t.number: (t.state.name, t.params) for t in study.trials}
+
+    def trial_dirs(out):
+        return sorted(p.name for p in (out / "tune" / "synthetic-rns").iterdir())
+
+    tune(first, 2)
+    assert archive_runs(first, kept).study == "copy"
+    tune(first, 3)
+    plan = archive_runs(first, kept)
+    assert plan.copy == ["tune/synthetic-rns/trial-0002"]
+    assert plan.study == "update" and "tune.db updated" in plan.summary()
+    assert trials(kept) == trials(first) and len(trials(kept)) == 3
+    assert archive_runs(first, kept).study == "same"
+
+    # restored elsewhere: a bigger budget trains one new trial only
+    archive_runs(kept, fresh)
+    tune(fresh, 4)
+    done = trials(fresh)
+    assert {n: done[n] for n in range(3)} == trials(first) and done[3][0] == "COMPLETE"
+    assert trial_dirs(fresh) == [f"trial-000{n}" for n in range(4)]
+    assert not (fresh / "tune" / "synthetic-rns" / "trial-0000" / "checkpoints").exists()
+    assert (fresh / "tune" / "synthetic-rns" / "trial-0003" / "checkpoints").is_dir()
+
+    # another search's study in DEST is kept, and the summary says why
+    plan = archive_runs(fresh, kept)
+    assert plan.study == "update"  # fresh extends kept: trials 0-2, then 3
+    other = tmp_path / "other"
+    tune(other, 2)
+    with sqlite3.connect(other / "tune.db") as con:  # another search: other values
+        con.execute("update trial_params set param_value = param_value * 2")
+    plan = plan_archive(first, other)  # its trial runs differ too (timings): a conflict
+    assert plan.study == "kept" and plan.conflicts
+    assert "holds trial 0 of synthetic/rns, which" in plan.summary()

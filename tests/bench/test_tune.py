@@ -271,7 +271,6 @@ def test_a_killed_tune_leaves_no_orphan_workers(tmp_path):
 
 def test_a_best_trial_ended_by_the_epoch_cap_is_named(tmp_path):
     import json
-    from types import SimpleNamespace
 
     from oodrec.bench.tune import _capped_at
 
@@ -285,12 +284,39 @@ def test_a_best_trial_ended_by_the_epoch_cap_is_named(tmp_path):
             "stopped_early": stopped,
         }
         (run_dir / "record.json").write_text(json.dumps(record))
-        return SimpleNamespace(user_attrs={"run_dir": str(run_dir)})
+        return run_dir
 
     assert _capped_at(trial(59, 60)) == "best epoch 59 of 60"
     assert _capped_at(trial(20, 26, stopped=True)) is None
-    assert _capped_at(SimpleNamespace(user_attrs={"run_dir": str(tmp_path / "gone")})) is None
+    assert _capped_at(tmp_path / "gone") is None
     assert _capped_at(None) is None
+
+
+def test_a_moved_study_finds_its_trials_under_its_new_directory(tmp_path, monkeypatch):
+    """Trials record their run directory as the worker saw it (relative to its working
+    directory). A study moved elsewhere, or run from another directory, finds them by name
+    under its own output directory: status, the trials CSV and the final run's adoption."""
+    import shutil
+
+    from oodrec.bench.tune import adopt_best_trials, summarize, trial_rows, trial_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    _, jobs = _jobs(Path("old"), trials=2)  # relative, as `oodrec tune --out old` records it
+    work_on(jobs[0])
+    shutil.move("old", "moved")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    spec, jobs = _jobs(tmp_path / "moved", trials=2)
+    study = open_study(jobs[0].url, study_name("synthetic", "rns"), jobs[0].tune)
+    expected = {jobs[0].trial_dir / f"trial-{t.number:04d}" for t in finished(study)}
+    assert {trial_run_dir(jobs[0], t) for t in finished(study)} == expected
+    assert all(p.is_dir() for p in expected)
+    rows = trial_rows(jobs)
+    assert {Path(r["run_dir"]) for r in rows} == expected and all(r["epochs"] for r in rows)
+    (row,) = summarize(jobs)
+    assert Path(row["best_run_dir"]) in expected
+    adopted = adopt_best_trials(final_runs(spec, jobs, tmp_path / "moved"), [row], "grid.yaml")
+    assert [name for name, _ in adopted] == ["synthetic-rns-tuned-seed1"]
 
 
 def test_final_runs_with_a_larger_epoch_cap(tmp_path):

@@ -8,13 +8,18 @@ and what tells ``oodrec bench`` and ``oodrec tune`` that a run is done, is small
 relative place below DEST, and the study file ``tune.db`` of ``oodrec tune`` with SQLite's
 online backup (consistent while workers write it).
 
+The study file grows while a search goes on, so archiving a search again replaces DEST's
+``tune.db`` when it holds an earlier state of SRC's studies (every trial of DEST is in SRC with the
+same values, and each one DEST had finished has the same result in SRC). A DEST study with
+anything else is kept and named in the summary.
+
 Both directions use it: archive a grid into a results folder that goes under version control,
 and later copy that folder back under ``runs/`` so that a grid resumed on a fresh machine
 skips the runs that finished elsewhere and the report covers all of them. A copied run has no
 checkpoints, so ``oodrec evaluate`` and the popularity-bucket figure (which reload the model)
 say so and leave it out; its numbers are in ``record.json`` and ``epochs.jsonl``.
 
-Nothing is overwritten. A run that DEST already holds with the same ``record.json`` is left as
+No run is overwritten. A run that DEST already holds with the same ``record.json`` is left as
 it is; any other run there under the same name (unfinished, or finished with other results) is
 a conflict, and a conflict stops the copy before anything is written. Each run is copied into a
 hidden directory first and renamed into place, so a kill never leaves half a run.
@@ -59,7 +64,8 @@ class ArchivePlan:
     same: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
-    study: str = "none"  # none | copy | kept (DEST has its own tune.db)
+    study: str = "none"  # none | copy | update | same | kept (DEST's tune.db holds other trials)
+    study_note: str = ""  # why a DEST study is kept
     bytes: int = 0
 
     def summary(self, done: bool = True) -> str:
@@ -70,8 +76,13 @@ class ArchivePlan:
             parts.append(f"{len(self.unfinished)} unfinished left out")
         if self.study == "copy":
             parts.append(f"{STUDY_FILE} {copied}")
+        elif self.study == "update":
+            updated = "updated" if done else "to update"
+            parts.append(f"{STUDY_FILE} {updated} (DEST held an earlier state of the study)")
+        elif self.study == "same":
+            parts.append(f"{STUDY_FILE} already there")
         elif self.study == "kept":
-            parts.append(f"{STUDY_FILE} not copied ({self.dest / STUDY_FILE} exists)")
+            parts.append(f"{STUDY_FILE} not copied ({self.dest / STUDY_FILE} {self.study_note})")
         return f"{self.src} -> {self.dest}: " + ", ".join(parts) + f"; {self.bytes / 1e6:.1f} MB"
 
 
@@ -113,12 +124,69 @@ def plan_archive(src: str | Path, dest: str | Path) -> ArchivePlan:
         else:
             plan.conflicts.append(str(rel))
     if (src / STUDY_FILE).is_file():
-        plan.study = "kept" if (dest / STUDY_FILE).exists() else "copy"
-        if plan.study == "copy":
+        plan.study, plan.study_note = "copy", ""
+        if (dest / STUDY_FILE).exists():
+            plan.study, plan.study_note = _compare_studies(src / STUDY_FILE, dest / STUDY_FILE)
+        if plan.study in ("copy", "update"):
             plan.bytes += (src / STUDY_FILE).stat().st_size
     if not finished and not unfinished and plan.study == "none":
         raise RunError(f"{src}: no run directory and no {STUDY_FILE} below it")
     return plan
+
+
+def _study_trials(db: Path) -> dict[tuple[str, int], tuple[str, float | None, dict]]:
+    """``(study, trial number) -> (state, value, params)`` of every trial in the Optuna study
+    file ``db``, read from a private copy (opening a file with Optuna may write to it).
+
+    Raises:
+        RunError: the file cannot be read as Optuna studies (or Optuna is not installed).
+    """
+    import tempfile
+
+    try:
+        import optuna
+    except ImportError:
+        raise RunError(f"{db}: reading a study needs optuna (pip install optuna)") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / STUDY_FILE
+        _copy_study(db, copy)
+        con = sqlite3.connect(copy)
+        try:
+            tables = {r[0] for r in con.execute("select name from sqlite_master")}
+        finally:
+            con.close()
+        if not {"studies", "trials"} <= tables:
+            raise RunError(f"{db}: not an Optuna study file (no studies and trials tables)")
+        out = {}
+        try:
+            storage = optuna.storages.RDBStorage(f"sqlite:///{copy}")
+        except Exception as exc:  # noqa: BLE001 - any storage error means "not a study file"
+            raise RunError(f"{db}: not an Optuna study file ({type(exc).__name__})") from None
+        try:
+            for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+                study = optuna.load_study(study_name=summary.study_name, storage=storage)
+                for t in study.get_trials(deepcopy=False):
+                    out[(summary.study_name, t.number)] = (t.state.name, t.value, dict(t.params))
+        finally:
+            storage.engine.dispose()
+    return out
+
+
+def _compare_studies(src: Path, dest: Path) -> tuple[str, str]:
+    """``("update", "")`` when ``dest`` holds an earlier state of ``src``'s studies,
+    ``("same", "")`` when it holds the same trials, else ``("kept", why)``."""
+    try:
+        new, old = _study_trials(src), _study_trials(dest)
+    except RunError as exc:
+        return "kept", f"could not be compared: {exc}"
+    if new == old:
+        return "same", ""
+    for key, (state, value, params) in old.items():
+        if key not in new or new[key][2] != params:
+            return "kept", f"holds trial {key[1]} of {key[0]}, which {src} does not"
+        if state not in ("RUNNING", "WAITING") and new[key][:2] != (state, value):
+            return "kept", f"holds trial {key[1]} of {key[0]} with another result"
+    return "update", ""
 
 
 def _copy_run(path: Path, target: Path) -> None:
@@ -158,7 +226,8 @@ def _copy_study(src: Path, dest: Path) -> None:
 
 def archive_runs(src: str | Path, dest: str | Path, *, dry_run: bool = False) -> ArchivePlan:
     """Copy the result files of every finished run below ``src`` to the same place below
-    ``dest`` (and ``tune.db`` where ``dest`` has none); see the module docstring.
+    ``dest``, and ``tune.db`` where ``dest`` has none or an earlier state of it; see the
+    module docstring.
 
     Args:
         src: a directory of run directories (any depth), e.g. a grid's ``out_dir``.
@@ -186,7 +255,7 @@ def archive_runs(src: str | Path, dest: str | Path, *, dry_run: bool = False) ->
     for rel in plan.copy:
         _copy_run(plan.src / rel, plan.dest / rel)
         logger.debug("copied %s", rel)
-    if plan.study == "copy":
+    if plan.study in ("copy", "update"):
         _copy_study(plan.src / STUDY_FILE, plan.dest / STUDY_FILE)
     if plan.unfinished:
         logger.info(

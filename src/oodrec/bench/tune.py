@@ -444,8 +444,8 @@ def _objective(job: StudyJob):
         cfg = with_params(job.base, params)
         # A retry of a trial whose worker was killed inherits its user_attrs (the same params
         # and run directory) and its evaluations, and continues that run from its checkpoint.
-        retried = trial.user_attrs.get("run_dir")
-        run_dir = Path(retried) if retried else job.trial_dir / f"trial-{trial.number:04d}"
+        retried = trial_run_dir(job, trial)
+        run_dir = retried or job.trial_dir / f"trial-{trial.number:04d}"
         cfg = replace(cfg, out_dir=str(run_dir.parent), name=run_dir.name)
         trial.set_user_attr("run_dir", str(run_dir))
         every = cfg.train.eval_every
@@ -599,6 +599,7 @@ def summarize(jobs: list[StudyJob]) -> list[dict[str, Any]]:
         done = finished(study)
         complete = [t for t in done if t.state == TrialState.COMPLETE]
         best = max(complete, key=lambda t: t.value) if complete else None
+        best_dir = trial_run_dir(job, best)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         rows.append(
             {
@@ -613,15 +614,26 @@ def summarize(jobs: list[StudyJob]) -> list[dict[str, Any]]:
                 "best_value": best.value if best else None,
                 "best_params": dict(best.params) if best else None,
                 "best_trial": best.number if best else None,
-                "best_run_dir": best.user_attrs.get("run_dir") if best else None,
-                "best_capped": _capped_at(best),
+                "best_run_dir": str(best_dir) if best_dir else None,
+                "best_capped": _capped_at(best_dir),
                 "space": [p.describe() for p in job.space.values()],
             }
         )
     return rows
 
 
-def _trial_epochs(run_dir: str | None) -> list[dict[str, Any]]:
+def trial_run_dir(job: StudyJob, trial: Any) -> Path | None:
+    """Where ``trial`` of ``job``'s study trains: the run directory its first attempt recorded,
+    by name, under ``job.trial_dir`` (None for no trial, or one that has not recorded it yet).
+
+    The storage keeps the path as that worker saw it, relative to its working directory. Only
+    the name is used, so a study still finds its trials when ``oodrec tune`` runs from another
+    directory, or after its output directory was moved or restored with ``oodrec archive``."""
+    recorded = trial.user_attrs.get("run_dir") if trial is not None else None
+    return job.trial_dir / Path(recorded).name if recorded else None
+
+
+def _trial_epochs(run_dir: str | Path | None) -> list[dict[str, Any]]:
     """The epoch rows a trial's run directory holds so far (none when it has no log yet, or the
     log cannot be read: a status view never fails on one trial)."""
     from oodrec.errors import OodrecError
@@ -653,7 +665,7 @@ def running_trials(jobs: list[StudyJob], now: float | None = None) -> list[dict[
         study = open_study(job.url, study_name(job.dataset, job.method), job.tune)
         metric = f"{job.base.train.select_on}/{job.base.train.select_metric}"
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            run_dir = trial.user_attrs.get("run_dir")
+            run_dir = trial_run_dir(job, trial)
             rows = _trial_epochs(run_dir)
             vals = [r[metric] for r in rows if metric in r]
             secs = [r["epoch_seconds"] for r in rows[-5:] if "epoch_seconds" in r]
@@ -692,7 +704,7 @@ def trial_rows(jobs: list[StudyJob]) -> list[dict[str, Any]]:
             value = trial.value
             if value is None and trial.intermediate_values:
                 value = trial.intermediate_values[max(trial.intermediate_values)]
-            run_dir = trial.user_attrs.get("run_dir", "")
+            run_dir = trial_run_dir(job, trial) or ""
             epochs = best = None
             if run_dir and RunDir(run_dir).epochs_path.is_file():
                 rows = _trial_epochs(run_dir)
@@ -705,7 +717,7 @@ def trial_rows(jobs: list[StudyJob]) -> list[dict[str, Any]]:
                 "value": value,
                 "epochs": epochs,
                 "best_epoch": best,
-                "run_dir": run_dir,
+                "run_dir": str(run_dir),
             }
             row.update({key: trial.params.get(key) for key in job.space})
             out.append(row)
@@ -746,15 +758,14 @@ def format_running(row: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _capped_at(trial: Any) -> str | None:
-    """``best epoch B of N`` when the epoch cap ended ``trial``'s run (``RunRecord.capped``),
-    else None (also for a trial whose run directory is gone)."""
+def _capped_at(run_dir: Path | None) -> str | None:
+    """``best epoch B of N`` when the epoch cap ended the trial run in ``run_dir``
+    (``RunRecord.capped``), else None (also for no trial, or a run directory that is gone)."""
     from oodrec.bench.records import RunRecord
     from oodrec.errors import RunError
     from oodrec.train.runs import RunDir
 
-    run_dir = trial.user_attrs.get("run_dir") if trial is not None else None
-    if not run_dir:
+    if run_dir is None:
         return None
     try:
         record = RunDir(run_dir).read_record()
