@@ -241,6 +241,14 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
         "searched values) to FILE, an audit of the search; with --status it trains nothing",
     )
     p.add_argument(
+        "--estimators",
+        metavar="FILE.md",
+        help="also judge the val estimators (plain, IPS-weighted, stratified) on the search: per "
+        "study, the trial and epoch each would pick among all trials' epochs, the OOD test there "
+        "and its shortfall from the search's best (reads the test metric only for this "
+        "analysis); with --status it trains nothing",
+    )
+    p.add_argument(
         "--final-epochs",
         type=int,
         metavar="N",
@@ -435,6 +443,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         study_name,
         summarize,
         trial_rows,
+        write_search_estimators,
         write_trials_csv,
     )
     from oodrec.errors import ConfigError
@@ -485,6 +494,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.trials_csv:
         path = write_trials_csv(args.trials_csv, trial_rows(jobs))
         print(f"trials -> {path}", file=sys.stderr)
+    if args.estimators:
+        path = write_search_estimators(args.estimators, jobs)
+        print(f"estimators on the search -> {path}", file=sys.stderr)
     if args.status:
         running = running_trials(jobs)
         if running:

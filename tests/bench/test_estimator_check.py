@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from oodrec.bench.estimator_check import estimator_rows, estimator_table
+from oodrec.bench.estimator_check import estimator_rows, estimator_table, search_rows, search_table
 from oodrec.bench.records import RunRecord
 
 
@@ -46,3 +46,35 @@ def test_estimator_rows_by_hand(tmp_path):
     table = estimator_table([run, old])
     assert table is not None and len(table.rows) == 3
     assert estimator_table([old]) is None
+
+
+def test_search_rows_pick_a_trial_and_epoch_across_the_study():
+    """Across trials: plain val picks trial a's epoch 1 (OOD 0.01), IPS trial a's epoch 0 (the
+    best, 0.05), stratified val trial b's epoch 0 (0.04); a trial without a log is left out."""
+    studies = {
+        "food/rns": [
+            ("trial 0", _epochs([0.1, 0.2], [0.3, 0.1], [0.2, 0.2], [0.05, 0.01])),
+            ("trial 1", _epochs([0.15], [0.2], [0.25], [0.04])),
+            ("trial 2", []),
+        ],
+        "food/empty": [("trial 0", [{"epoch": 0, "val/ndcg@20": 1.0}])],
+    }
+    rows = {r["estimator"]: r for r in search_rows(studies)}
+    assert {r["study"] for r in search_rows(studies)} == {"food/rns"}
+    plain, ips, strat = rows["plain val"], rows["IPS-weighted val"], rows["stratified val"]
+    assert (plain["trial"], plain["epoch"], plain["at_pick"]) == ("trial 0", 1, 0.01)
+    assert plain["best"] == 0.05 and plain["regret"] == pytest.approx(0.8)
+    assert (ips["trial"], ips["epoch"], ips["regret"]) == ("trial 0", 0, 0.0)
+    assert (strat["trial"], strat["epoch"], strat["regret"]) == ("trial 1", 0, pytest.approx(0.2))
+    assert plain["trials"] == 2 and plain["points"] == 3
+    # plain val ranks (1, 3, 2) against OOD (3, 1, 2): rho -1; IPS ranks like OOD: +1
+    assert plain["rho_pooled"] == pytest.approx(-1.0) and ips["rho_pooled"] == pytest.approx(1.0)
+    table = search_table(list(rows.values()), "search on val ndcg@20")
+    assert [c.text for c in table.rows[0]][:6] == [
+        "food/rns",
+        "plain val",
+        "2",
+        "3",
+        "-1.000",
+        "trial 0, epoch 1",
+    ]

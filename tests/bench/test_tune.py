@@ -550,6 +550,43 @@ def test_trials_csv_lists_every_trial_with_its_run(tmp_path):
         assert int(row["best_epoch"]) == best
 
 
+def test_status_judges_the_estimators_on_the_search(tmp_path, capsys):
+    """`oodrec tune --status --estimators FILE`: per study, the trial and epoch each val
+    estimator would pick, from the trials' logs, without training anything."""
+    from oodrec.cli import main
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(GRID))
+    out, md = tmp_path / "out", tmp_path / "est.md"
+    assert main(["-q", "tune", str(grid), "--out", str(out), "--no-final"]) == 0
+    logs = {
+        f"trial {p.name[-1]}": [
+            json.loads(x) for x in (p / "epochs.jsonl").read_text().splitlines()
+        ]
+        for p in sorted((out / "tune" / "synthetic-rns").iterdir())  # in trial order, as
+    }  # the pick is the first maximum
+    capsys.readouterr()
+    args = ["-q", "tune", str(grid), "--out", str(out), "--status", "--estimators", str(md)]
+    assert main(args) == 0
+    assert "estimators on the search" in capsys.readouterr().err
+    text = md.read_text()
+    assert "*search on val ndcg@20; full ranking*" in text
+    for metric in ("ndcg@20", "recall@20"):
+        assert f"### Which trial each val estimator would pick: ood test {metric}" in text
+        # the plain-val pick, recomputed from the logs
+        trial, row = max(
+            ((t, r) for t, rows in logs.items() for r in rows),
+            key=lambda tr: tr[1][f"val/{metric}"],
+        )
+        line = next(x for x in text.splitlines() if x.startswith("| synthetic/rns | plain val |"))
+        assert f"| {trial}, epoch {row['epoch']} | {row[f'ood_test/{metric}']:.4f} |" in line
+        text = text.split("- picks:", 1)[1]
+    assert sorted(p.name for p in (out / "tune" / "synthetic-rns").iterdir()) == [
+        "trial-0000",
+        "trial-0001",
+    ]  # nothing more trained
+
+
 def test_the_final_run_at_the_trials_seed_is_the_best_trials_run(tmp_path, monkeypatch, capsys):
     """The trials train at tune.seed (1), one of the grid's seeds: that final run gets a copy of
     the best trial's run instead of a second training, and equals a fresh training of it."""

@@ -11,6 +11,12 @@ For every dataset, each evaluated epoch of each run is a point with its val metr
 
 This reads the test metric only after the fact, to judge the estimators; the figures a report
 states are still those of the epoch its selection rule picked, never the test-best epoch.
+
+``search_rows`` asks the same of a hyperparameter search (``oodrec tune --estimators``): over
+every evaluated epoch of every trial of a study, which trial and epoch would each estimator pick,
+how good is the OOD test there, and how far is it from the best trial-epoch of the search. That
+is the choice a search selected on that estimator makes (the trials' own stopping and pruning
+used the search's metric, so the epochs each trial reached are the same for every estimator).
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ from oodrec.bench.render import Cell, Table
 ESTIMATOR_LABELS = {"": "plain val", "ips_": "IPS-weighted val", "strat_": "stratified val"}
 
 
-def _points(run: RunRecord, metric: str, split: str) -> list[dict[str, float]]:
-    keys = [f"val/{p}{metric}" for p in ESTIMATOR_LABELS] + [f"{split}/{metric}"]
+def _points(epochs: list[dict[str, Any]], metric: str, split: str) -> list[dict[str, float]]:
+    """The evaluated epochs that logged every estimator and the test metric (with ``epoch``)."""
+    keys = [f"val/{p}{metric}" for p in ESTIMATOR_LABELS] + [f"{split}/{metric}", "epoch"]
     return [
         {k: float(row[k]) for k in keys}
-        for row in run.epochs
+        for row in epochs
         if all(isinstance(row.get(k), (int, float)) for k in keys)
     ]
 
@@ -52,7 +59,7 @@ def estimator_rows(
     """
     by_dataset: dict[str, list[list[dict[str, float]]]] = {}
     for run in runs:
-        pts = _points(run, metric, split)
+        pts = _points(run.epochs, metric, split)
         if len(pts) >= 2:
             by_dataset.setdefault(run.dataset, []).append(pts)
     out = []
@@ -134,4 +141,99 @@ def estimator_table(
     return table
 
 
-__all__ = ["estimator_rows", "estimator_table"]
+def search_rows(
+    studies: dict[str, list[tuple[str, list[dict[str, Any]]]]],
+    metric: str = "ndcg@20",
+    split: str = "ood_test",
+) -> list[dict[str, Any]]:
+    """Per study and estimator: the trial and epoch the estimator picks among all the study's
+    evaluated epochs, the test metric there, and its shortfall from the search's best.
+
+    Args:
+        studies: study name -> ``(trial name, epoch rows)`` of its trials (any state: a pruned
+            trial's epochs count, as the search saw them).
+        metric: e.g. ``ndcg@20``; split: the test split judged.
+
+    Returns:
+        Tidy rows: ``study``, ``estimator``, ``trials``, ``points``, ``rho_pooled`` (Spearman
+        over all points), ``trial`` and ``epoch`` picked (the first maximum), ``at_pick``,
+        ``best`` (the best test value of any trial-epoch) and ``regret`` ((best - at_pick) /
+        best). Studies with no point are left out.
+    """
+    target = f"{split}/{metric}"
+    out = []
+    for study in sorted(studies):
+        pooled = [
+            (name, p) for name, epochs in studies[study] for p in _points(epochs, metric, split)
+        ]
+        if not pooled:
+            continue
+        trials = len({name for name, _ in pooled})
+        best = max(p[target] for _, p in pooled)
+        truth = [p[target] for _, p in pooled]
+        for prefix, label in ESTIMATOR_LABELS.items():
+            key = f"val/{prefix}{metric}"
+            name, at = max(pooled, key=lambda np: np[1][key])  # first maximum
+            out.append(
+                dict(
+                    table="search_estimators",
+                    study=study,
+                    estimator=label,
+                    metric=metric,
+                    split=split,
+                    trials=trials,
+                    points=len(pooled),
+                    rho_pooled=_spearman([p[key] for _, p in pooled], truth),
+                    trial=name,
+                    epoch=int(at["epoch"]),
+                    at_pick=at[target],
+                    best=best,
+                    regret=(best - at[target]) / best if best > 0 else 0.0,
+                )
+            )
+    return out
+
+
+def search_table(rows: list[dict[str, Any]], selection: str) -> Table:
+    """``search_rows`` as a table (one metric and split)."""
+    metric, split = rows[0]["metric"], rows[0]["split"]
+    table = Table(
+        title=f"Which trial each val estimator would pick: {split.replace('_', ' ')} {metric}",
+        selection=selection,
+        label_columns=["study", "estimator"],
+        columns=[
+            "trials",
+            "epochs",
+            "rho pooled",
+            "picks",
+            f"OOD {metric} there",
+            "best",
+            "regret",
+        ],
+    )
+    for r in rows:
+        cells = [
+            r["study"],
+            r["estimator"],
+            str(r["trials"]),
+            str(r["points"]),
+            f"{r['rho_pooled']:+.3f}",
+            f"{r['trial']}, epoch {r['epoch']}",
+            f"{r['at_pick']:.4f}",
+            f"{r['best']:.4f}",
+            f"{100 * r['regret']:.1f}%",
+        ]
+        table.rows.append([Cell(c) for c in cells])
+        table.tidy.append(r)
+    table.notes.append(
+        "picks: the trial and epoch with the highest value of the estimator among every "
+        "evaluated epoch of every trial of the study (complete and pruned); best: the highest "
+        "test value of any of them; regret: (best - value at the pick) / best; rho: Spearman "
+        "correlation of the estimator with the test metric over those epochs. The trials stopped "
+        "and were pruned on the search's own metric. The test metric is read here only to judge "
+        "the estimators."
+    )
+    return table
+
+
+__all__ = ["estimator_rows", "estimator_table", "search_rows", "search_table"]

@@ -745,6 +745,48 @@ def write_trials_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     return out
 
 
+def search_estimator_tables(jobs: list[StudyJob], split: str = "ood_test") -> list[Any]:
+    """Which trial and epoch each val estimator would pick in each study, judged on ``split``
+    (``estimator_check.search_rows``), for NDCG@20 and Recall@20. Every trial with an epoch log
+    counts (complete, pruned, running). Empty when no trial logged the estimators."""
+    from optuna.trial import TrialState
+
+    from oodrec.bench.estimator_check import search_rows, search_table
+
+    studies: dict[str, list[tuple[str, list[dict[str, Any]]]]] = {}
+    for job in jobs:
+        study = open_study(job.url, study_name(job.dataset, job.method), job.tune)
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        trials = [
+            (f"trial {t.number}", _trial_epochs(trial_run_dir(job, t)))
+            for t in study.get_trials(deepcopy=False, states=states)
+        ]
+        studies[study_name(job.dataset, job.method)] = [(n, e) for n, e in trials if e]
+    metrics = sorted({job.base.train.select_metric.split("_")[-1] for job in jobs})
+    selection = "; ".join(sorted({f"search on val {j.base.train.select_metric}" for j in jobs}))
+    tables = []
+    for metric in dict.fromkeys(["ndcg@20", "recall@20", *metrics]):
+        rows = search_rows(studies, metric, split)
+        if rows:
+            tables.append(search_table(rows, selection))
+    return tables
+
+
+def write_search_estimators(path: str | Path, jobs: list[StudyJob]) -> Path:
+    """``search_estimator_tables`` as Markdown in ``path`` (written atomically)."""
+    from oodrec.bench.render import to_markdown
+    from oodrec.train.runs import atomic_write_text
+
+    tables = search_estimator_tables(jobs)
+    text = (
+        "\n".join(to_markdown(t) for t in tables) if tables else "no trial logged the estimators\n"
+    )
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, text)
+    return out
+
+
 def format_running(row: dict[str, Any]) -> str:
     """One line of ``oodrec tune --status`` for a running trial."""
     parts = [f"  {row['study']} trial {row['number']}: epoch {row['epochs']} of {row['cap']}"]
