@@ -289,3 +289,30 @@ def test_improvement_rows_choose_the_target_variant_on_val_not_on_test(tmp_path)
     row = next(r for r in ood.rows if r[0].text == "Improv. (%)")
     assert row[1].text == "+98.04%"  # cnsdiff-a: (0.202 - 0.102) / 0.102; b would be +147%
     assert any("food: cnsdiff-a" in note and "never on a test split" in note for note in ood.notes)
+
+
+def test_figure_file_suffix_names_the_selection_and_never_calls_val_test(tmp_path):
+    """Runs selected on an OOD-aware val estimator are val-selected: their figures say so in the
+    file name, where they once got the test-selected suffix."""
+    import json
+
+    from oodrec.bench.plots import figure_suffix
+
+    def run(name, select_on="val", metric=None, label=None):
+        path = write_run(tmp_path, name, select_on=select_on)
+        record = json.loads((path / "record.json").read_text())
+        if metric:
+            record["selection"].update(metric=metric, label=label)
+        (path / "record.json").write_text(json.dumps(record))
+        return load_runs(path)
+
+    taken: set[str] = set()
+    assert figure_suffix(run("plain"), taken) == ""
+    ips = "selected on val by IPS-weighted ndcg@20 (gamma=0.5, clip=100)"
+    assert figure_suffix(run("ips", metric="ips_ndcg@20", label=ips), taken) == "_val-ips_ndcg20"
+    other = "selected on val by IPS-weighted ndcg@20 (gamma=1, clip=10)"
+    assert figure_suffix(run("ips2", metric="ips_ndcg@20", label=other), taken) == (
+        "_val-ips_ndcg201"
+    )
+    assert figure_suffix(run("test", select_on="ood_test"), taken) == "_testsel"
+    assert figure_suffix(run("test2", select_on="iid_test"), taken) == "_testsel1"

@@ -15,7 +15,9 @@
   are left out with a logged note: file order is never used as time.
 
 Curves and bars are means over seeds with ± std. Each figure is drawn for one selection label
-(test-selected runs get a ``_testsel`` file suffix) and names it in its title.
+and names it in its title. Plain val selection has no file suffix; test-selected runs get
+``_testsel``, and runs selected on another val metric, such as an OOD-aware estimator, get
+``_val-METRIC`` (``figure_suffix``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import statistics
 import warnings
 from pathlib import Path
@@ -441,6 +444,26 @@ def figure6(
     return written
 
 
+def figure_suffix(runs: list[RunRecord], taken: set[str] | None = None) -> str:
+    """The file-name suffix of one selection label's figures: ``""`` for plain val selection,
+    ``_testsel`` for test-selected runs, ``_val-ips_ndcg20`` for runs selected on another val
+    metric (here IPS-weighted NDCG@20). A suffix already in ``taken`` (two labels with the same
+    metric, e.g. other IPS options) gets a number."""
+    sel = runs[0].record.get("selection", {})
+    if runs[0].selection == "selected on val":
+        base = ""
+    elif sel.get("test_selected", True):  # a record without the flag: say test, never val
+        base = "_testsel"
+    else:
+        base = "_val-" + (re.sub(r"[^A-Za-z0-9_]+", "", str(sel.get("metric", ""))) or "other")
+    taken = taken if taken is not None else set()
+    suffix, n = base, 1
+    while suffix in taken:
+        suffix, n = f"{base}{n}", n + 1
+    taken.add(suffix)
+    return suffix
+
+
 def write_figures(
     runs_dir: str | Path, out_dir: str | Path, data_dir: str | None = None
 ) -> list[Path]:
@@ -461,8 +484,9 @@ def write_figures(
 
     out = Path(out_dir)
     written: list[Path] = []
-    for i, (label, runs) in enumerate(by_selection(load_runs(runs_dir)).items()):
-        suffix = "" if label == "selected on val" else f"_testsel{i or ''}"
+    taken: set[str] = set()
+    for runs in by_selection(load_runs(runs_dir)).values():
+        suffix = figure_suffix(runs, taken)
         written += figure1(runs, out, suffix, data_dir)
         written += figure4(runs, out, suffix)
         written += figure5(runs, out, suffix)
@@ -475,6 +499,7 @@ __all__ = [
     "figure4",
     "figure5",
     "figure6",
+    "figure_suffix",
     "run_popularity_buckets",
     "run_time_group_recall",
     "selection_column",
