@@ -487,6 +487,27 @@ def test_a_killed_trial_is_retried_from_its_checkpoint(tmp_path, monkeypatch):
     assert retry.intermediate_values == {i: r["val/ndcg@20"] for i, r in enumerate(resumed)}
 
 
+def test_a_killed_trial_of_a_moved_study_is_retried_where_the_study_now_is(tmp_path, monkeypatch):
+    """The worker died mid-trial; the study's directory was then moved (or archived and
+    restored elsewhere). The retry continues the trial's run in the new place, from the
+    checkpoint that moved with it, not in the path the storage recorded."""
+    import shutil
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    job, zombie, run_dir, _ = _zombie(old, monkeypatch, die_at=1)
+    shutil.move(old, new)
+    _, jobs = _jobs(new, trials=1)
+    study, calls = _settle_counting_trains(jobs[0], monkeypatch)
+    (retry,) = finished(study)
+    moved = new / run_dir.relative_to(old)
+    assert retry.params == zombie.params
+    assert len(calls) == 1 and calls[0]["run_dir"] == moved and calls[0]["resume"]
+    assert not old.exists()
+    rows = [json.loads(x) for x in (moved / "epochs.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+
+
 def test_a_trial_killed_after_its_run_finished_is_not_trained_again(tmp_path, monkeypatch):
     from oodrec.train.runs import RunDir
 
