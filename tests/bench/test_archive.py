@@ -218,4 +218,6 @@ def test_a_search_archived_as_it_grows_and_resumed_from_its_copy(tmp_path, capsy
         con.execute("update trial_params set param_value = param_value * 2")
     plan = plan_archive(first, other)  # its trial runs differ too (timings): a conflict
     assert plan.study == "kept" and plan.conflicts
-    assert "holds trial 0 of synthetic/rns, which" in plan.summary()
+    assert "holds trial 0 of synthetic/rns with other values than" in plan.summary()
+    plan = plan_archive(first, tmp_path / "m2")  # trial 3 is only in m2
+    assert plan.study == "kept" and "holds trial 3 of synthetic/rns, which" in plan.summary()

@@ -182,8 +182,10 @@ def _compare_studies(src: Path, dest: Path) -> tuple[str, str]:
     if new == old:
         return "same", ""
     for key, (state, value, params) in old.items():
-        if key not in new or new[key][2] != params:
+        if key not in new:
             return "kept", f"holds trial {key[1]} of {key[0]}, which {src} does not"
+        if new[key][2] != params:
+            return "kept", f"holds trial {key[1]} of {key[0]} with other values than {src}'s"
         if state not in ("RUNNING", "WAITING") and new[key][:2] != (state, value):
             return "kept", f"holds trial {key[1]} of {key[0]} with another result"
     return "update", ""
