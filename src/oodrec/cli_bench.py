@@ -111,10 +111,9 @@ ARCHIVE_DESCRIPTION = """\
 Copy what a report needs of every finished run below SRC (config.yaml, resolved.yaml,
 epochs.jsonl, record.json, resumes.json, bench.json; no checkpoints) to the same relative place
 below DEST, and the study file tune.db of `oodrec tune` (a consistent SQLite backup, safe while
-workers write it). A run of 20 epochs is about 40 kB, so a whole grid's
-results fit under version control, and copying them back under runs/ on a fresh machine lets
-`oodrec bench` and `oodrec tune` skip the runs that finished elsewhere and `oodrec report` cover
-them all.
+workers write it). A run of 20 epochs is about 40 kB, so a whole grid's results fit under
+version control, and copying them back under runs/ on a fresh machine lets `oodrec bench` and
+`oodrec tune` skip the runs that finished elsewhere and `oodrec report` cover them all.
 
 No run is overwritten: a run DEST already holds with the same record.json is left as it is,
 any other run there under the same name is a conflict, and a conflict stops the copy before

@@ -49,6 +49,14 @@ def _spearman(x: list[float], y: list[float]) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+def _pick(values: list[float], truth: list[float]) -> tuple[int, float]:
+    """The index of the first maximum of ``values``, and the regret of picking it: the relative
+    shortfall of ``truth`` there from the best of ``truth`` (0 when that best is not positive)."""
+    at = max(range(len(values)), key=values.__getitem__)
+    best = max(truth)
+    return at, (best - truth[at]) / best if best > 0 else 0.0
+
+
 def estimator_rows(
     runs: list[RunRecord], metric: str = "ndcg@20", split: str = "ood_test"
 ) -> list[dict[str, Any]]:
@@ -76,10 +84,9 @@ def estimator_rows(
             ]
             picked, regret = [], []
             for s in series:
-                best_at = max(range(len(s)), key=lambda i: s[i][key])  # first maximum
-                value, best = s[best_at][target], max(p[target] for p in s)
-                picked.append(value)
-                regret.append((best - value) / best if best > 0 else 0.0)
+                at, shortfall = _pick([p[key] for p in s], [p[target] for p in s])
+                picked.append(s[at][target])
+                regret.append(shortfall)
             out.append(
                 dict(
                     table="estimators",
@@ -169,11 +176,12 @@ def search_rows(
         if not pooled:
             continue
         trials = len({name for name, _ in pooled})
-        best = max(p[target] for _, p in pooled)
         truth = [p[target] for _, p in pooled]
         for prefix, label in ESTIMATOR_LABELS.items():
             key = f"val/{prefix}{metric}"
-            name, at = max(pooled, key=lambda np: np[1][key])  # first maximum
+            values = [p[key] for _, p in pooled]
+            index, regret = _pick(values, truth)
+            name, at = pooled[index]
             out.append(
                 dict(
                     table="search_estimators",
@@ -183,12 +191,12 @@ def search_rows(
                     split=split,
                     trials=trials,
                     points=len(pooled),
-                    rho_pooled=_spearman([p[key] for _, p in pooled], truth),
+                    rho_pooled=_spearman(values, truth),
                     trial=name,
                     epoch=int(at["epoch"]),
                     at_pick=at[target],
-                    best=best,
-                    regret=(best - at[target]) / best if best > 0 else 0.0,
+                    best=max(truth),
+                    regret=regret,
                 )
             )
     return out
