@@ -69,7 +69,9 @@ finished trials (a trial cut off in the middle continues its run from the last c
 its heartbeat is 90 s stale), and several workers share a study: --workers N local processes,
 or Ray tasks with --executor ray (on a cluster, use a --storage every node reaches, e.g.
 PostgreSQL; SQLite on a network file system is only safe where that file system supports POSIX
-locks).
+locks). A study records the config its trials start from; a later run with another grid or
+--set value that changes results (the selection metric, the epoch cap, a fixed option) is
+refused before anything trains, naming the key. Threads and device may change.
 
 Once every study has its budget, the best values of each study run over the grid's seeds as
 ordinary resumable grid runs, OUT/DATASET-METHOD-tuned-seedN, labelled
@@ -431,15 +433,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from oodrec.bench.runner import run_grid
     from oodrec.bench.tune import (
         adopt_best_trials,
+        as_searched,
+        check_studies,
         final_runs,
         finals_done,
         format_running,
-        open_study,
         parse_tune,
         running_trials,
         storage_url,
         study_jobs,
-        study_name,
         summarize,
         trial_rows,
         write_search_estimators,
@@ -464,10 +466,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     out_dir = args.out or spec.out_dir
     url = storage_url(out_dir, args.storage)
     jobs = study_jobs(spec, tune, out_dir, url, list(args.set))
-    if not args.status:
+    if args.status:  # a view: each study as it was searched, whatever this command's --set
+        jobs, notes = as_searched(jobs)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+    else:
         print(f"{len(jobs)} studies x {tune.trials} trials -> {url}", file=sys.stderr)
-        for job in jobs:  # create the storage and the studies once, before any worker starts
-            open_study(url, study_name(job.dataset, job.method), tune)
+        # create the storage and the studies once, before any worker starts, and refuse to add
+        # trials to a study searched with another config
+        check_studies(jobs)
         try:
             _tune_workers(args, jobs)
         except KeyboardInterrupt:

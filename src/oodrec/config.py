@@ -416,6 +416,18 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
     return cfg
 
 
+def stored_key(key: str) -> str:
+    """The dotted path at which :func:`set_path` stores ``key`` in a config's dict: a sampler
+    option, or a model option that is not a model field, lives under ``options``."""
+    head, _, rest = key.partition(".")
+    first = rest.partition(".")[0]
+    if head == "sampler" and rest and first not in ("name", "options"):
+        return f"sampler.options.{rest}"
+    if head == "model" and rest and first not in {f.name for f in fields(ModelConfig)}:
+        return f"model.options.{rest}"
+    return key
+
+
 def set_path(cfg: Any, key: str, raw: Any, prefix: str = "") -> Any:
     """Return a copy of ``cfg`` with the dotted ``key`` set from ``raw``."""
     head, _, rest = key.partition(".")

@@ -25,7 +25,7 @@ from oodrec.bench.tune import (  # noqa: E402
     study_name,
     work_on,
 )
-from oodrec.errors import ConfigError  # noqa: E402
+from oodrec.errors import ConfigError, RunError  # noqa: E402
 
 GRID = {
     "out_dir": "runs/t",
@@ -680,3 +680,97 @@ def test_a_final_run_unlike_its_trial_is_trained(tmp_path, monkeypatch):
     shutil.rmtree(rows[0]["best_run_dir"])
     assert adopt_best_trials(runs, rows) == []
     assert not (tmp_path / runs[0].name / "config.yaml").exists()
+
+
+def test_a_search_resumed_with_another_config_is_refused_before_it_trains(tmp_path, capsys):
+    """A study records its base config; `oodrec tune` with another selection metric (a --set
+    forgotten or changed) would rank its new trials against trials selected on another metric.
+    Refused, naming the key and both values; other threads are fine; --status shows the study
+    as it was searched."""
+    from oodrec.bench.tune import BASE_ATTR, summarize
+    from oodrec.cli import main
+
+    data = yaml.safe_load(yaml.safe_dump(GRID))
+    data["out_dir"] = str(tmp_path / "out")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(data))
+    ips = ["--set", "train.select_metric=recall@20"]
+    assert main(["-q", "tune", str(grid), "--no-final", *ips]) == 0
+    capsys.readouterr()
+    trial_dir = tmp_path / "out" / "tune" / "synthetic-rns"
+    before = sorted(p.name for p in trial_dir.iterdir())
+    assert before == ["trial-0000", "trial-0001"]
+
+    # the --set forgotten, with a larger budget: refused, nothing trains
+    assert main(["-q", "tune", str(grid), "--no-final", "--trials", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "study synthetic/rns was searched with another config" in err
+    assert "train.select_metric ('recall@20' -> 'ndcg@20')" in err
+    assert sorted(p.name for p in trial_dir.iterdir()) == before
+    # the same search with other threads continues
+    more = ["--trials", "3", "--set", "train.threads=2", *ips]
+    assert main(["-q", "tune", str(grid), "--no-final", *more]) == 0
+    assert len(list(trial_dir.iterdir())) == 3
+    capsys.readouterr()
+
+    # --status without the --set: the study as it was searched (its metric), with a note
+    assert main(["tune", str(grid), "--status", "--trials", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert "note: synthetic/rns was searched with train.select_metric ('recall@20'" in err
+    assert "recall@20 0." in out and "ndcg@20" not in out
+
+    # the record is the study's, read through Optuna
+    spec, jobs = _jobs(tmp_path / "out", trials=3)
+    study = open_study(jobs[0].url, study_name("synthetic", "rns"), jobs[0].tune)
+    assert study.user_attrs[BASE_ATTR]["train"]["select_metric"] == "recall@20"
+    with pytest.raises(RunError, match="select_metric"):
+        work_on(jobs[0])  # the API refuses too
+    assert summarize(jobs)[0]["metric"] == "ndcg@20"  # this command's view, unchanged
+
+
+def test_a_study_without_a_record_is_checked_against_its_trials_configs(tmp_path, monkeypatch):
+    """Studies searched before the record existed: their trials' config.yaml tells."""
+    import oodrec.bench.tune as tune_mod
+
+    _, jobs = _jobs(tmp_path, trials=2)
+    monkeypatch.setattr(tune_mod, "_check_and_record", lambda job, study: None)
+    work_on(jobs[0])
+    monkeypatch.undo()
+    study = open_study(jobs[0].url, study_name("synthetic", "rns"), jobs[0].tune)
+    assert tune_mod.BASE_ATTR not in study.user_attrs
+    job = jobs[0]
+    other = replace(job, base=replace(job.base, train=replace(job.base.train, epochs=5)))
+    with pytest.raises(RunError) as info:
+        tune_mod.check_studies([other])
+    assert "train.epochs (3 -> 5)" in str(info.value)
+    assert "trial-0000/config.yaml" in str(info.value)
+    assert tune_mod.BASE_ATTR not in study.user_attrs  # nothing recorded on a conflict
+    tune_mod.check_studies(jobs)  # the same config: recorded now
+    study = open_study(job.url, study_name("synthetic", "rns"), job.tune)
+    assert study.user_attrs[tune_mod.BASE_ATTR]["train"]["epochs"] == 3
+
+
+def test_searched_sampler_options_may_differ_from_the_base(tmp_path, monkeypatch):
+    """A trial's config.yaml holds its searched sampler option under sampler.options; checked
+    against the base (which has no such option) it is not a conflict."""
+    import oodrec.bench.tune as tune_mod
+    from oodrec.config import stored_key
+
+    assert stored_key("sampler.num_candidates") == "sampler.options.num_candidates"
+    assert stored_key("sampler.name") == "sampler.name"
+    assert stored_key("model.emb_dim") == "model.emb_dim"
+    assert stored_key("model.temperature") == "model.options.temperature"
+    assert stored_key("train.lr") == "train.lr"
+
+    data = yaml.safe_load(yaml.safe_dump(GRID))
+    data["methods"] = [{"name": "dns", "sampler": "dns"}]
+    data["tune"]["methods"] = {"dns": {"sampler.num_candidates": {"choices": [2, 4]}}}
+    spec = parse_grid(data, "grid.yaml")
+    jobs = study_jobs(spec, parse_tune(spec), tmp_path, storage_url(tmp_path))
+    monkeypatch.setattr(tune_mod, "_check_and_record", lambda job, study: None)
+    work_on(jobs[0])
+    monkeypatch.undo()
+    study = open_study(jobs[0].url, study_name("synthetic", "dns"), jobs[0].tune)
+    saved, where = tune_mod.recorded_base(jobs[0], study)
+    assert saved["sampler"]["options"]["num_candidates"] in (2, 4) and "trial-0000" in where
+    tune_mod.check_studies(jobs)  # no conflict

@@ -35,6 +35,11 @@ trials' horizon. Those runs are named ``DATASET-METHOD-tuned-Nep-seedS`` and lab
 
 Trial run directories: ``OUT/tune/DATASET-METHOD/trial-NNNN``. A trial whose process died is
 failed by Optuna's heartbeat after ``GRACE_S`` seconds and retried with the same values.
+
+A study records the config its trials start from (``BASE_ATTR``). A later ``oodrec tune`` whose
+grid or ``--set`` options change a result-bearing key of it (the selection metric, the epoch
+cap, a fixed option) is refused before anything trains (``check_studies``): its trials would be
+ranked against trials of another search. ``--status`` shows such a study as it was searched.
 """
 
 from __future__ import annotations
@@ -51,8 +56,8 @@ from pathlib import Path
 from typing import Any
 
 from oodrec.bench.grid import GridRun, GridSpec, _check_method, _method_config, set_path
-from oodrec.config import ExperimentConfig, apply_overrides
-from oodrec.errors import ConfigError
+from oodrec.config import ExperimentConfig, apply_overrides, from_dict, stored_key, to_dict
+from oodrec.errors import ConfigError, RunError
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +69,8 @@ GRACE_S = 90
 MAX_RETRY = 10
 """Times a trial whose worker was killed is queued again. Each retry continues the same run
 directory from its checkpoint, so a long trial survives as many interrupted sittings."""
+BASE_ATTR = "base_config"
+"""The study user attribute that holds the base config of its trials (a comparable dict)."""
 OPTUNA_MISSING = "oodrec tune needs Optuna: pip install 'optuna>=3.4' (or the project's dev extra)"
 
 
@@ -487,14 +494,127 @@ def _objective(job: StudyJob):
     return objective
 
 
+def recorded_base(job: StudyJob, study: Any) -> tuple[dict[str, Any] | None, str]:
+    """The config ``job``'s study was searched with, and where it was read: the study's record
+    (:data:`BASE_ATTR`), else, for a study from before the record, the ``config.yaml`` of its
+    first trial run that has one (its searched keys hold that trial's values). ``(None, "")``
+    for a study with neither."""
+    import yaml
+
+    from oodrec.train.runs import RunDir
+
+    saved = study.user_attrs.get(BASE_ATTR)
+    if saved is not None:
+        return saved, f"the study's record in {job.url}"
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        run_dir = trial_run_dir(job, trial)
+        path = RunDir(run_dir).config_path if run_dir else None
+        if path is None or not path.is_file():
+            continue
+        try:
+            saved = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(saved, dict):
+            return saved, str(path)
+    return None, ""
+
+
+def _base_diff(job: StudyJob, study: Any) -> tuple[str, str]:
+    """The keys, with both values, in which ``study``'s searched config and ``job.base`` differ
+    in a way that can change results (joined, "" for none), and where the searched config was
+    read. The searched keys, the run name and the execution keys (device, threads) may
+    differ."""
+    from oodrec.bench.runner import result_diff
+
+    saved, where = recorded_base(job, study)
+    if saved is None:
+        return "", ""
+    try:
+        diff = result_diff(saved, to_dict(job.base), ignore=(*map(stored_key, job.space), "name"))
+    except ConfigError as exc:
+        diff = [f"unreadable config: {exc}"]
+    shown = "; ".join(diff[:4]) + (f"; ... ({len(diff)} keys)" if len(diff) > 4 else "")
+    return shown, where
+
+
+def base_conflict(job: StudyJob, study: Any) -> str | None:
+    """Why ``job`` may not add trials to ``study`` (:func:`_base_diff`), or None."""
+    shown, where = _base_diff(job, study)
+    if not shown:
+        return None
+    return (
+        f"study {study_name(job.dataset, job.method)} was searched with another config than "
+        f"this command's: {shown} (searched -> now; read from {where}). Its trials would be "
+        "ranked against trials of another search: repeat the search's grid and --set options, "
+        "or give a new search another --out"
+    )
+
+
+def _check_and_record(job: StudyJob, study: Any) -> str | None:
+    """:func:`base_conflict`; without one, record ``job.base`` in a study that has no record."""
+    problem = base_conflict(job, study)
+    if problem is None and BASE_ATTR not in study.user_attrs:
+        from oodrec.bench.runner import _comparable
+
+        study.set_user_attr(BASE_ATTR, _comparable(to_dict(job.base)))
+    return problem
+
+
+def check_studies(jobs: list[StudyJob]) -> None:
+    """Create or open every study, refuse the search if any was searched with another config
+    (every conflict in one error), and record the config of those that have no record yet.
+
+    Raises:
+        RunError: a study's recorded config differs from its job's.
+    """
+    problems = []
+    for job in jobs:
+        study = open_study(job.url, study_name(job.dataset, job.method), job.tune)
+        problem = _check_and_record(job, study)
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise RunError("\n".join(problems))
+
+
+def as_searched(jobs: list[StudyJob]) -> tuple[list[StudyJob], list[str]]:
+    """For views of a search (``--status``): each job with its study's searched config where
+    that differs from the job's, and a note per such study. Nothing is written."""
+    out, notes = [], []
+    for job in jobs:
+        study = open_study(job.url, study_name(job.dataset, job.method), job.tune)
+        shown, _ = _base_diff(job, study)
+        if not shown:
+            out.append(job)
+            continue
+        saved, _ = recorded_base(job, study)
+        note = f"{study_name(job.dataset, job.method)} was searched with {shown} (searched -> now)"
+        try:
+            base = from_dict(ExperimentConfig, saved)
+        except ConfigError:
+            out.append(job)
+            notes.append(f"{note}; shown with this command's config")
+            continue
+        out.append(replace(job, base=replace(base, out_dir=job.base.out_dir)))
+        notes.append(f"{note}; shown as it was searched")
+    return out, notes
+
+
 def work_on(job: StudyJob) -> dict[str, Any]:
     """Run trials of one study until its budget is finished or claimed by other workers.
 
     Returns:
         ``{"study", "finished", "ran"}``: the study's finished trials, and this call's trials.
+
+    Raises:
+        RunError: the study was searched with another config (:func:`base_conflict`).
     """
     name = study_name(job.dataset, job.method)
     study = open_study(job.url, name, job.tune)
+    problem = _check_and_record(job, study)
+    if problem:
+        raise RunError(problem)
     objective = _objective(job)
     ran = 0
     optuna_log = logging.getLogger("optuna.study._optimize")
