@@ -416,15 +416,23 @@ def apply_overrides(cfg: ExperimentConfig, overrides: list[str]) -> ExperimentCo
     return cfg
 
 
+def _is_option(cls: type, head: str) -> bool:
+    """Whether :func:`set_path` stores key ``head`` of a ``cls`` in its ``options`` dict: every
+    sampler key but ``name`` and ``options``, and a model key that is not a model field."""
+    if cls is SamplerConfig:
+        return head not in ("name", "options")
+    if cls is ModelConfig:
+        return head not in {f.name for f in fields(ModelConfig)}
+    return False
+
+
 def stored_key(key: str) -> str:
     """The dotted path at which :func:`set_path` stores ``key`` in a config's dict: a sampler
     option, or a model option that is not a model field, lives under ``options``."""
     head, _, rest = key.partition(".")
-    first = rest.partition(".")[0]
-    if head == "sampler" and rest and first not in ("name", "options"):
-        return f"sampler.options.{rest}"
-    if head == "model" and rest and first not in {f.name for f in fields(ModelConfig)}:
-        return f"model.options.{rest}"
+    cls = {"sampler": SamplerConfig, "model": ModelConfig}.get(head)
+    if cls is not None and rest and _is_option(cls, rest.partition(".")[0]):
+        return f"{head}.options.{rest}"
     return key
 
 
@@ -432,12 +440,12 @@ def set_path(cfg: Any, key: str, raw: Any, prefix: str = "") -> Any:
     """Return a copy of ``cfg`` with the dotted ``key`` set from ``raw``."""
     head, _, rest = key.partition(".")
     full = prefix + key
-    if isinstance(cfg, SamplerConfig) and head not in ("name", "options"):
+    if isinstance(cfg, SamplerConfig) and _is_option(SamplerConfig, head):
         value = yaml.safe_load(raw) if isinstance(raw, str) else raw
         options = dict(cfg.options)
         options[key] = value
         return replace(cfg, options=options)
-    if isinstance(cfg, ModelConfig) and head not in {f.name for f in fields(cfg)}:
+    if isinstance(cfg, ModelConfig) and _is_option(ModelConfig, head):
         value = yaml.safe_load(raw) if isinstance(raw, str) else raw
         return replace(cfg, options={**cfg.options, key: value})
     if isinstance(cfg, DataConfig) and head == "synthetic" and rest:

@@ -520,27 +520,26 @@ def recorded_base(job: StudyJob, study: Any) -> tuple[dict[str, Any] | None, str
     return None, ""
 
 
-def _base_diff(job: StudyJob, study: Any) -> tuple[str, str]:
-    """The keys, with both values, in which ``study``'s searched config and ``job.base`` differ
-    in a way that can change results (joined, "" for none), and where the searched config was
-    read. The searched keys, the run name and the execution keys (device, threads) may
-    differ."""
+def _base_diff(job: StudyJob, saved: dict[str, Any] | None) -> str:
+    """The keys, with both values, in which a study's searched config ``saved`` (from
+    :func:`recorded_base`) and ``job.base`` differ in a way that can change results (joined;
+    "" for none, or for no ``saved``). The searched keys, the run name and the execution keys
+    (device, threads) may differ."""
     from oodrec.bench.runner import result_diff
 
-    saved, where = recorded_base(job, study)
     if saved is None:
-        return "", ""
+        return ""
     try:
         diff = result_diff(saved, to_dict(job.base), ignore=(*map(stored_key, job.space), "name"))
     except ConfigError as exc:
         diff = [f"unreadable config: {exc}"]
-    shown = "; ".join(diff[:4]) + (f"; ... ({len(diff)} keys)" if len(diff) > 4 else "")
-    return shown, where
+    return "; ".join(diff[:4]) + (f"; ... ({len(diff)} keys)" if len(diff) > 4 else "")
 
 
 def base_conflict(job: StudyJob, study: Any) -> str | None:
     """Why ``job`` may not add trials to ``study`` (:func:`_base_diff`), or None."""
-    shown, where = _base_diff(job, study)
+    saved, where = recorded_base(job, study)
+    shown = _base_diff(job, saved)
     if not shown:
         return None
     return (
@@ -584,11 +583,11 @@ def as_searched(jobs: list[StudyJob]) -> tuple[list[StudyJob], list[str]]:
     out, notes = [], []
     for job in jobs:
         study = open_study(job.url, study_name(job.dataset, job.method), job.tune)
-        shown, _ = _base_diff(job, study)
-        if not shown:
+        saved, _ = recorded_base(job, study)
+        shown = _base_diff(job, saved)
+        if saved is None or not shown:
             out.append(job)
             continue
-        saved, _ = recorded_base(job, study)
         note = f"{study_name(job.dataset, job.method)} was searched with {shown} (searched -> now)"
         try:
             base = from_dict(ExperimentConfig, saved)
