@@ -289,7 +289,11 @@ class CNSDiffSampler(NegativeSampler):
             self.requires_grad_(False)  # D1: the code never steps the denoiser
         deg = ctx.item_degree.float()
         self.register_buffer("item_env", popularity_envs(deg, opt.num_envs))
-        mass = torch.bincount(self.item_env, weights=deg, minlength=opt.num_envs)
+        # On the CPU: CUDA's weighted bincount has no deterministic kernel and warns under
+        # deterministic mode (seen on an H200). Done once, over n_items values.
+        mass = torch.bincount(
+            self.item_env.cpu(), weights=deg.cpu(), minlength=opt.num_envs
+        ).to(deg.device)
         prior = (
             mass / mass.sum()
             if opt.prior == "empirical"
