@@ -242,8 +242,8 @@ def _exists_message(run_path: Path) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from oodrec.data.dataset import load_dataset
-    from oodrec.train.loop import check_device
-    from oodrec.train.runs import LOCK_FILE, RunDir
+    from oodrec.device import check_device
+    from oodrec.runs import LOCK_FILE, RunDir
 
     if args.resume:
         return _cmd_resume(args)
@@ -278,13 +278,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     import os
 
-    from oodrec.train.runs import RunDir
+    from oodrec.runs import RunDir
 
     rd = RunDir(args.resume)
     rd.load_config()  # fails on a directory that is no run before a lock file is created
     with rd.lock("resume"):  # taken before torch loads: a second writer is refused at once
         from oodrec.data.dataset import load_dataset
-        from oodrec.train.loop import check_device
+        from oodrec.device import check_device
 
         saved = rd.load_config()
         cfg, changes = _resume_config(args, saved)
@@ -365,8 +365,9 @@ def cmd_speed(args: argparse.Namespace) -> int:
 
     from oodrec._threads import load_average, thread_info
     from oodrec.data.dataset import load_dataset
+    from oodrec.device import check_device
     from oodrec.errors import ConfigError
-    from oodrec.train.loop import Trainer, check_device
+    from oodrec.train.loop import Trainer
 
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")

@@ -325,7 +325,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from oodrec.bench.grid import expand_grid, load_grid
     from oodrec.bench.runner import ConfigConflict, plan_run, run_grid
     from oodrec.errors import ConfigError
-    from oodrec.train.runs import RunDir
+    from oodrec.runs import RunDir
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {args.workers}")

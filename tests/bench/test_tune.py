@@ -509,7 +509,7 @@ def test_a_killed_trial_of_a_moved_study_is_retried_where_the_study_now_is(tmp_p
 
 
 def test_a_trial_killed_after_its_run_finished_is_not_trained_again(tmp_path, monkeypatch):
-    from oodrec.train.runs import RunDir
+    from oodrec.runs import RunDir
 
     job, zombie, run_dir, _ = _zombie(tmp_path, monkeypatch, die_at=None)
     study, calls = _settle_counting_trains(job, monkeypatch)
@@ -615,7 +615,7 @@ def test_the_final_run_at_the_trials_seed_is_the_best_trials_run(tmp_path, monke
     from oodrec.bench.records import load_runs
     from oodrec.cli import main
     from oodrec.data.dataset import load_dataset
-    from oodrec.train.runs import RunDir
+    from oodrec.runs import RunDir
 
     data = yaml.safe_load(yaml.safe_dump(GRID))
     data["out_dir"] = str(tmp_path / "out")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from oodrec.config import EvalConfig, ExperimentConfig, TrainConfig, validate_config
+from oodrec.data.csr import CSR
 from oodrec.data.dataset import DataReport, InteractionDataset, Interactions
 from oodrec.errors import ConfigError
 from oodrec.eval.estimators import (
@@ -18,7 +19,6 @@ from oodrec.eval.estimators import (
     ips_weights,
 )
 from oodrec.eval.evaluate import Evaluator
-from oodrec.eval.ranking import CSR
 from oodrec.train.selection import selection_label
 
 DEG = torch.tensor([9, 3, 0, 1])  # training degree of items 0..3

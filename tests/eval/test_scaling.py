@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from oodrec.config import SPLITS, EvalConfig
+from oodrec.data.csr import CSR
 from oodrec.data.dataset import DataReport, InteractionDataset, Interactions
 from oodrec.eval.evaluate import Evaluator, SplitResult
 from oodrec.eval.fhn import _false_hard, nearest_items, negative_diagnostics, true_fhn
 from oodrec.eval.metrics import ranking_metrics
-from oodrec.eval.ranking import CSR, topk_hits
+from oodrec.eval.ranking import topk_hits
 
 # ---------------------------------------------------------------------------- references
 

@@ -12,10 +12,10 @@ import torch
 from oodrec.config import DataConfig, ExperimentConfig, SamplerConfig, TrainConfig
 from oodrec.data.dataset import load_dataset
 from oodrec.errors import ConfigError
+from oodrec.models.losses import bpr_loss
 from oodrec.samplers import TripletBatch, build_sampler
 from oodrec.samplers.cnsdiff import CNSDiffOptions, rescale_candidates
 from oodrec.train.loop import train
-from oodrec.train.losses import bpr_loss
 
 from .helpers import hand_embeddings, make_context, make_tiny
 

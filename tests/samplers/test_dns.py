@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from oodrec.errors import ConfigError
+from oodrec.models.losses import bpr_loss
 from oodrec.samplers import TripletBatch, build_sampler
 from oodrec.samplers.base import uniform_items
 from oodrec.samplers.dns import DNSOptions, DNSSampler
-from oodrec.train.losses import bpr_loss
 
 from .helpers import hand_embeddings, make_context
 

@@ -17,7 +17,7 @@ import pytest
 
 from oodrec.cli import main
 from oodrec.config import load_yaml
-from oodrec.train.runs import LOCK_FILE, RunDir
+from oodrec.runs import LOCK_FILE, RunDir
 
 ENV = dict(os.environ, PYTHONUNBUFFERED="1")
 CLI = [sys.executable, "-m", "oodrec.cli", "-q"]

@@ -161,7 +161,7 @@ def _write_bucket_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     import csv
     import io
 
-    from oodrec.train.runs import atomic_write_text
+    from oodrec.runs import atomic_write_text
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
@@ -179,7 +179,7 @@ def figure1(
     figures also go to ``fig1_<dataset>.csv``."""
     import numpy as np
 
-    from oodrec.train.runs import RunDir
+    from oodrec.runs import RunDir
 
     written: list[Path] = []
     cache: dict[str, Any] = {}

@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from oodrec.train.runs import RunDir
+from oodrec.runs import RunDir
 
 logger = logging.getLogger(__name__)
 

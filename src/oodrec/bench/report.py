@@ -409,7 +409,7 @@ def prune_stale(out_dir: str | Path, written: list[Path], keep: tuple[str, ...] 
     """
     import json
 
-    from oodrec.train.runs import atomic_write_text
+    from oodrec.runs import atomic_write_text
 
     out = Path(out_dir)
     manifest = out / MANIFEST

@@ -35,7 +35,7 @@ import yaml
 from oodrec.bench.grid import GridRun
 from oodrec.config import ExperimentConfig, config_diff, from_dict, to_dict
 from oodrec.errors import ConfigError, OodrecError, RunError
-from oodrec.train.runs import RunDir, atomic_write_text
+from oodrec.runs import RunDir, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -432,8 +432,8 @@ def _objective(job: StudyJob):
     from optuna.trial import TrialState
 
     from oodrec.bench.runner import BENCH_FILE, _load_dataset, plan_run
+    from oodrec.runs import RunDir, atomic_write_text
     from oodrec.train.loop import train
-    from oodrec.train.runs import RunDir, atomic_write_text
 
     metric = job.base.train.select_metric
 
@@ -501,7 +501,7 @@ def recorded_base(job: StudyJob, study: Any) -> tuple[dict[str, Any] | None, str
     for a study with neither."""
     import yaml
 
-    from oodrec.train.runs import RunDir
+    from oodrec.runs import RunDir
 
     saved = study.user_attrs.get(BASE_ATTR)
     if saved is not None:
@@ -756,7 +756,7 @@ def _trial_epochs(run_dir: str | Path | None) -> list[dict[str, Any]]:
     """The epoch rows a trial's run directory holds so far (none when it has no log yet, or the
     log cannot be read: a status view never fails on one trial)."""
     from oodrec.errors import OodrecError
-    from oodrec.train.runs import RunDir
+    from oodrec.runs import RunDir
 
     if not run_dir or not RunDir(run_dir).epochs_path.is_file():
         return []
@@ -776,7 +776,7 @@ def running_trials(jobs: list[StudyJob], now: float | None = None) -> list[dict[
 
     from optuna.trial import TrialState
 
-    from oodrec.train.runs import RunDir
+    from oodrec.runs import RunDir
 
     now = time.time() if now is None else now
     out = []
@@ -812,7 +812,7 @@ def trial_rows(jobs: list[StudyJob]) -> list[dict[str, Any]]:
     ``study``, ``trial`` number, ``state`` (complete, pruned, running, fail, waiting), ``value``
     (val selection metric of the selected epoch; the last reported one for a pruned trial),
     ``epochs`` trained, ``best_epoch`` and ``run_dir``, then one column per searched key."""
-    from oodrec.train.runs import RunDir
+    from oodrec.runs import RunDir
 
     out = []
     for job in jobs:
@@ -848,7 +848,7 @@ def write_trials_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     import csv
     import io
 
-    from oodrec.train.runs import atomic_write_text
+    from oodrec.runs import atomic_write_text
 
     keys = list(TRIAL_COLUMNS)
     for row in rows:
@@ -894,7 +894,7 @@ def search_estimator_tables(jobs: list[StudyJob], split: str = "ood_test") -> li
 def write_search_estimators(path: str | Path, jobs: list[StudyJob]) -> Path:
     """``search_estimator_tables`` as Markdown in ``path`` (written atomically)."""
     from oodrec.bench.render import to_markdown
-    from oodrec.train.runs import atomic_write_text
+    from oodrec.runs import atomic_write_text
 
     tables = search_estimator_tables(jobs)
     text = (
@@ -924,7 +924,7 @@ def _capped_at(run_dir: Path | None) -> str | None:
     (``RunRecord.capped``), else None (also for no trial, or a run directory that is gone)."""
     from oodrec.bench.records import RunRecord
     from oodrec.errors import RunError
-    from oodrec.train.runs import RunDir
+    from oodrec.runs import RunDir
 
     if run_dir is None:
         return None
@@ -1008,7 +1008,7 @@ def _adopt_trial(trial_dir: Path, run: GridRun, grid: str) -> bool:
     from oodrec.bench.runner import Job, result_diff, write_bench_info
     from oodrec.config import to_dict
     from oodrec.errors import OodrecError
-    from oodrec.train.runs import RunDir
+    from oodrec.runs import RunDir
 
     src = RunDir(trial_dir)
     dest = RunDir((Path(run.config.out_dir) / run.name).resolve())
@@ -1066,7 +1066,7 @@ def final_run_name(job: StudyJob, seed: int) -> str:
 
 def finals_done(job: StudyJob, seeds: list[int], out_dir: str | Path) -> int:
     """How many of the study's final runs (over ``seeds``) have finished (a ``record.json``)."""
-    from oodrec.train.runs import RunDir
+    from oodrec.runs import RunDir
 
     return sum(RunDir(Path(out_dir) / final_run_name(job, s)).is_finished() for s in seeds)
 

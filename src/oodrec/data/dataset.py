@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from oodrec.config import SPLITS, DataConfig
-from oodrec.data.interactions import CARVE_FRACTIONS, DataReport, Interactions
+from oodrec.data.interactions import (
+    CARVE_FRACTIONS,
+    DataReport,
+    InteractionDataset,
+    Interactions,
+)
 from oodrec.data.io import (
     BYTES_PER_VALUE,
     EMBEDDING_DIM,
@@ -50,43 +54,6 @@ def physical_memory_bytes() -> int | None:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):
         return None
-
-
-@dataclass
-class InteractionDataset:
-    """A dataset ready for training and evaluation.
-
-    Attributes:
-        name: dataset name.
-        num_users, num_items: sizes of the id spaces (from train).
-        splits: ``train``, ``val``, ``iid_test``, ``ood_test`` -> Interactions.
-        report: what loading did.
-    """
-
-    name: str
-    num_users: int
-    num_items: int
-    splits: dict[str, Interactions]
-    report: DataReport
-    relevance: torch.Tensor | None = None
-    """Ground-truth relevance [U, I] (bool) where known (the simulator), else None."""
-    candidates: dict[str, Interactions] = field(default_factory=dict)
-    """Test split -> logged candidates (the items shown to each user, liked or not), from the
-    optional ``test_ood_candidates.txt`` / ``test_iid_candidates.txt``; ranked among by
-    ``eval.protocol=candidates``."""
-
-    @property
-    def train(self) -> Interactions:
-        return self.splits["train"]
-
-    @property
-    def has_timestamps(self) -> bool:
-        """Whether every split carries interaction times (``Interactions.timestamps``)."""
-        return self.report.has_timestamps
-
-    def item_degree(self) -> torch.Tensor:
-        """Training popularity of every item. Shape [num_items]."""
-        return torch.bincount(self.train.items, minlength=self.num_items)
 
 
 def _carve(train: Interactions, seed: int, roles: list[str]) -> dict[str, Interactions]:

@@ -14,7 +14,14 @@ import torch
 from oodrec.data.io import FileReport
 from oodrec.data.layouts import ROLE_FILES
 
-__all__ = ["CARVE_FRACTIONS", "ORDER_NONE", "ORDER_TIMESTAMPS", "DataReport", "Interactions"]
+__all__ = [
+    "CARVE_FRACTIONS",
+    "ORDER_NONE",
+    "ORDER_TIMESTAMPS",
+    "DataReport",
+    "InteractionDataset",
+    "Interactions",
+]
 
 CARVE_FRACTIONS = (0.7, 0.1, 0.2)
 """train : val : IID test shares when val and / or the IID test are carved from train."""
@@ -137,3 +144,40 @@ class DataReport:
             names = " / ".join(ROLE_FILES.get(split, (split,)))
             out.append(f"{split}: absent ({self.source} has no {names}); it has no metrics")
         return out
+
+
+@dataclass
+class InteractionDataset:
+    """A dataset ready for training and evaluation.
+
+    Attributes:
+        name: dataset name.
+        num_users, num_items: sizes of the id spaces (from train).
+        splits: ``train``, ``val``, ``iid_test``, ``ood_test`` -> Interactions.
+        report: what loading did.
+    """
+
+    name: str
+    num_users: int
+    num_items: int
+    splits: dict[str, Interactions]
+    report: DataReport
+    relevance: torch.Tensor | None = None
+    """Ground-truth relevance [U, I] (bool) where known (the simulator), else None."""
+    candidates: dict[str, Interactions] = field(default_factory=dict)
+    """Test split -> logged candidates (the items shown to each user, liked or not), from the
+    optional ``test_ood_candidates.txt`` / ``test_iid_candidates.txt``; ranked among by
+    ``eval.protocol=candidates``."""
+
+    @property
+    def train(self) -> Interactions:
+        return self.splits["train"]
+
+    @property
+    def has_timestamps(self) -> bool:
+        """Whether every split carries interaction times (``Interactions.timestamps``)."""
+        return self.report.has_timestamps
+
+    def item_degree(self) -> torch.Tensor:
+        """Training popularity of every item. Shape [num_items]."""
+        return torch.bincount(self.train.items, minlength=self.num_items)

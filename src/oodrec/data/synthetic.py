@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from oodrec.data.dataset import DataReport, InteractionDataset, Interactions
+from oodrec.data.interactions import DataReport, InteractionDataset, Interactions
 from oodrec.data.preprocess import InteractionLog
 from oodrec.data.splits.exposure import ExposureSplitConfig, exposure_split
 from oodrec.errors import ConfigError

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import torch
 
+from oodrec.data.csr import CSR
 from oodrec.eval.metrics import _discounts
-from oodrec.eval.ranking import CSR
 
 
 def ips_weights(item_degree: torch.Tensor, gamma: float, clip: float) -> torch.Tensor:

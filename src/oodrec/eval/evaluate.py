@@ -8,11 +8,12 @@ from dataclasses import dataclass
 import torch
 
 from oodrec.config import SPLITS, EvalConfig
+from oodrec.data.csr import CSR
 from oodrec.data.dataset import InteractionDataset
 from oodrec.errors import ConfigError
 from oodrec.eval.estimators import ValEstimators
 from oodrec.eval.metrics import ranking_metrics
-from oodrec.eval.ranking import CSR, mask_history, top_items
+from oodrec.eval.ranking import mask_history, top_items
 from oodrec.models.base import Embeddings
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from oodrec.eval.ranking import CSR
+from oodrec.data.csr import CSR
 
 # Elements per intermediate chunk (similarities or gathered negatives): bounds the memory of
 # the diagnostics whatever the number of items.

@@ -55,10 +55,10 @@ from oodrec.models.causaldiff import (
     random_features,
     vgae_kl_term,
 )
+from oodrec.models.losses import bpr_loss, l2_loss
 from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
 from oodrec.seeding import make_generator
-from oodrec.train.losses import bpr_loss, l2_loss
 
 
 @dataclass(frozen=True)

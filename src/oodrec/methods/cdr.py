@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
+from oodrec.data.csr import CSR
 from oodrec.errors import ConfigError
-from oodrec.eval.ranking import CSR
 from oodrec.methods.base import Method, MethodContext, Scorer
 from oodrec.models.cdr import (
     CDRNetwork,

@@ -16,11 +16,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from oodrec.data.csr import CSR
 from oodrec.diffusion.denoiser import _xavier_normal_, dropout_with, timestep_embedding
 from oodrec.diffusion.process import q_sample, reverse_chain
 from oodrec.diffusion.schedule import make_schedule
 from oodrec.errors import ConfigError
-from oodrec.eval.ranking import CSR
 from oodrec.methods.base import Method, MethodContext, Scorer
 from oodrec.seeding import make_generator
 

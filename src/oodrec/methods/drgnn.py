@@ -38,9 +38,9 @@ from oodrec.methods.lightgcn import (
     uniform_probe,
 )
 from oodrec.models.lightgcn import layer_stack
+from oodrec.models.losses import l2_loss
 from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
-from oodrec.train.losses import l2_loss
 
 AUG_USER_CHUNK = 4096  # users per distance block when rebuilding the augmented edges
 

@@ -59,7 +59,7 @@ from oodrec.methods.hdrm_backbone import (
     margin_loss,
     record_margin_stats,
 )
-from oodrec.methods.hdrm_reload import backbone_overrides, load_backbone
+from oodrec.methods.hdrm_stage1 import backbone_overrides, load_backbone
 from oodrec.models.hdrm import Activation, ConditionalDenoiser
 from oodrec.models.hyperbolic import pairwise_sqdist, sqdist
 from oodrec.models.hyperbolic_optim import RiemannianSGD

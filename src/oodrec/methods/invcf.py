@@ -36,10 +36,10 @@ from oodrec.methods.lightgcn import (
 )
 from oodrec.models.base import Embeddings
 from oodrec.models.lightgcn import _init_, layer_stack
+from oodrec.models.losses import bpr_loss, l2_loss
 from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
 from oodrec.seeding import make_generator
-from oodrec.train.losses import bpr_loss, l2_loss
 
 
 @dataclass(frozen=True)

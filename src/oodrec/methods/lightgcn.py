@@ -17,6 +17,7 @@ import torch
 from oodrec.data.graph import normalized_adjacency
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer, TrainData
 from oodrec.models.lightgcn import LightGCN
+from oodrec.models.losses import bpr_loss, l2_loss
 from oodrec.samplers import (
     SAMPLERS,
     NegativeSampler,
@@ -26,7 +27,6 @@ from oodrec.samplers import (
     build_sampler,
 )
 from oodrec.seeding import make_generator
-from oodrec.train.losses import bpr_loss, l2_loss
 
 
 def build_lightgcn(ctx: MethodContext) -> LightGCN:

@@ -14,15 +14,16 @@ import torch
 
 from oodrec._threads import apply_threads
 from oodrec.config import SPLITS, ExperimentConfig, validate_config
+from oodrec.data.csr import CSR
 from oodrec.data.dataset import InteractionDataset
+from oodrec.device import check_device
 from oodrec.errors import ConfigError, RunError
 from oodrec.eval.evaluate import Evaluator, SplitResult
 from oodrec.eval.fhn import negative_diagnostics, true_fhn
-from oodrec.eval.ranking import CSR
 from oodrec.methods import Method, TrainData, build_method
+from oodrec.runs import RunDir, atomic_save, load_checkpoint, load_method_state
 from oodrec.seeding import derive_seed, make_generator, seed_everything
 from oodrec.train.record import build_record
-from oodrec.train.runs import RunDir, atomic_save, load_checkpoint, load_method_state
 from oodrec.train.selection import Selector
 
 logger = logging.getLogger(__name__)
@@ -49,35 +50,6 @@ class TrainResult:
     history: list[dict[str, Any]]
     stopped_early: bool
     record: dict[str, Any] = field(default_factory=dict)
-
-
-def check_device(name: str) -> torch.device:
-    """The torch device ``name``, checked before any work starts.
-
-    Raises:
-        ConfigError: not a device name, or a CUDA / MPS device this machine or torch build lacks.
-    """
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"train.device {name!r} is not a torch device ({exc})") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            built = torch.version.cuda or "no CUDA"
-            raise ConfigError(
-                f"train.device={name}: CUDA is not available here (torch {torch.__version__}, "
-                f"built with {built}); use --device cpu"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"train.device={name}: only {torch.cuda.device_count()} CUDA device(s) here"
-            )
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ConfigError(f"train.device={name}: MPS is not available here; use --device cpu")
-    elif dev.type != "cpu":
-        raise ConfigError(f"train.device={name}: use cpu, cuda, cuda:N or mps")
-    return dev
 
 
 class Trainer:
@@ -463,4 +435,4 @@ def train(
         return trainer.fit()
 
 
-__all__ = ["TrainResult", "Trainer", "check_device", "train"]
+__all__ = ["TrainResult", "Trainer", "train"]

@@ -17,7 +17,7 @@ from oodrec.config import ExperimentConfig
 from oodrec.errors import OodrecError, RunError
 from oodrec.eval.evaluate import Evaluator, SplitResult
 from oodrec.methods import Method, TrainData, build_method
-from oodrec.train.runs import RunDir, load_checkpoint, load_method_state
+from oodrec.runs import RunDir, load_checkpoint, load_method_state
 
 
 @dataclass
@@ -80,7 +80,7 @@ def load_run(
         cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
     if device:
         cfg = replace(cfg, train=replace(cfg.train, device=device))
-    from oodrec.train.loop import check_device
+    from oodrec.device import check_device
 
     try:
         check_device(cfg.train.device)

@@ -27,7 +27,7 @@ from oodrec.methods.hdrm_backbone import (
     train_fingerprint,
 )
 from oodrec.models.hdrm import HyperbolicLightGCN
-from oodrec.train.runs import RunDir
+from oodrec.runs import RunDir, load_checkpoint, load_method_state
 
 STAGE1 = "hdrm_backbone"
 """The registered name of HDRM's stage 1."""
@@ -137,12 +137,32 @@ def config_fingerprint(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _load_stage1(run: str, ctx: MethodContext) -> tuple[HDRMBackbone, int]:
+    """The stage-1 method of run ``rd`` with its best checkpoint, and that checkpoint's epoch.
+
+    It is rebuilt on ``ctx.data``, which ``check_backbone_run`` found to be the data the run was
+    trained on (same sizes and training-pair fingerprint), on ``ctx.device``.
+    """
+    rd = RunDir(Path(run).expanduser())
+    try:
+        s_cfg = rd.load_config()
+        s_cfg = replace(s_cfg, train=replace(s_cfg.train, device=str(ctx.device)))
+        s_ctx = MethodContext(data=ctx.data, cfg=s_cfg, device=ctx.device)
+        source = HDRMBackbone.from_context(s_ctx)
+        state = load_checkpoint(rd.best_ckpt, ctx.device)
+        load_method_state(source, state, rd.best_ckpt)
+    except OodrecError as exc:
+        raise ConfigError(f"model.backbone_run={run}: {exc}") from None
+    source.to(ctx.device).eval()
+    return source, int(state.get("epoch", state.get("next_epoch", 0) - 1))
+
+
 def load_backbone(ctx: MethodContext, opts: Any) -> tuple[HyperbolicLightGCN, dict[str, Any]]:
     """The stage-2 backbone and a summary of where it came from (for ``describe``).
 
-    With ``opts.backbone_run``: the stage-1 run's best checkpoint (``load_run``), after
-    ``check_backbone_run``. Without: a randomly initialised backbone (stage-1 default options)
-    if ``opts.allow_untrained_backbone``, else ConfigError with the commands to run.
+    With ``opts.backbone_run``: the stage-1 run's best checkpoint, after ``check_backbone_run``.
+    Without: a randomly initialised backbone (stage-1 default options) if
+    ``opts.allow_untrained_backbone``, else ConfigError with the commands to run.
     """
     cfg = ctx.cfg
     if opts.backbone_run is None:
@@ -154,17 +174,9 @@ def load_backbone(ctx: MethodContext, opts: Any) -> tuple[HyperbolicLightGCN, di
         d = HDRMBackboneOptions()
         info = {"run": None, "untrained": True, "c": d.c, "init_scale": d.init_scale}
         return build_backbone(ctx, d.c, d.init_scale), info
-    from oodrec.train.reload import load_run
-
     record = check_backbone_run(opts.backbone_run, ctx.data, cfg)
     path = Path(opts.backbone_run).expanduser()
-    try:
-        loaded = load_run(path, device=str(ctx.device))
-    except OodrecError as exc:
-        raise ConfigError(f"model.backbone_run={opts.backbone_run}: {exc}") from None
-    source = loaded.method
-    if not isinstance(source, HDRMBackbone):  # the record said hdrm_backbone; its config not
-        raise ConfigError(f"model.backbone_run={opts.backbone_run} did not rebuild a {STAGE1}")
+    source, epoch = _load_stage1(opts.backbone_run, ctx)
     s_opts = source.options
     backbone = build_backbone(ctx, s_opts.c, s_opts.init_scale)
     backbone.load_state_dict(source.backbone.state_dict())
@@ -172,7 +184,7 @@ def load_backbone(ctx: MethodContext, opts: Any) -> tuple[HyperbolicLightGCN, di
         "run": str(opts.backbone_run),
         "path": str(path.resolve()),
         "untrained": False,
-        "best_epoch": loaded.epoch,
+        "best_epoch": epoch,
         "config_fingerprint": config_fingerprint(record.get("config") or {}),
         "c": s_opts.c,
         "init_scale": s_opts.init_scale,
