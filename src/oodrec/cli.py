@@ -107,50 +107,21 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _build_config(args: argparse.Namespace):
-    from oodrec.config import ExperimentConfig, apply_overrides, load_yaml, validate_config
+    """The run's config from ``--config``, the flags and ``--set`` (``oodrec.experiment``)."""
+    from oodrec.config import ExperimentConfig, load_yaml
+    from oodrec.experiment import assemble
 
-    cfg = load_yaml(args.config) if args.config else ExperimentConfig()
-    overrides = _flag_overrides(args)
-    cfg = apply_overrides(cfg, overrides + list(args.set))
-    from oodrec.errors import ConfigError
-    from oodrec.methods import (
-        METHODS,
-        check_method_config,
-        implied_overrides,
-        inert_settings,
-    )
-
-    if args.sampler and not METHODS.get(cfg.model.name).takes_sampler:
-        raise ConfigError(
-            f"--sampler {args.sampler} was given, but model {cfg.model.name!r} takes no negative "
-            f"sampler; drop --sampler (samplers go with --model lightgcn)"
-        )
-    # Settings the method or sampler implies go first, so an explicit flag or --set still wins.
-    explicit = {o.split("=", 1)[0].strip() for o in overrides + list(args.set)}
-    implied = [f"{k}={v}" for k, v in implied_overrides(cfg).items() if k not in explicit]
-    cfg = apply_overrides(cfg, implied)
-    check_method_config(cfg)
-    for key, why in inert_settings(cfg).items():
-        value = cfg.sampler.options[key.split(".", 1)[1]]
-        logger.warning("%s=%s has no effect: %s", key, value, why)
+    base = load_yaml(args.config) if args.config else ExperimentConfig()
+    settings: list = [*_flag_overrides(args), *args.set]
     if getattr(args, "out", None):
-        cfg = replace(cfg, out_dir=args.out)
+        settings.append(("out_dir", args.out))
     if getattr(args, "name", None):
-        cfg = replace(cfg, name=args.name)
-    validate_config(cfg)
-    return cfg
+        settings.append(("name", args.name))
+    return assemble(base, settings)
 
 
-RESUME_SAFE_KEYS = ("train.epochs", "train.device", "train.threads")
-"""Settings ``--resume`` may change: they do not change what the finished epochs mean."""
-
-
-def _resume_config(args: argparse.Namespace, saved):
-    """The run's saved config with the resume's flags applied, and the changes as
-    ``key (old -> new)``; any change outside ``RESUME_SAFE_KEYS`` is a ConfigError."""
-    import json
-
-    from oodrec.config import apply_overrides, config_diff, to_dict, validate_config
+def _resume_settings(args: argparse.Namespace) -> list[str]:
+    """The settings a ``--resume`` passes on; flags that name another run are refused."""
     from oodrec.errors import ConfigError
 
     given = [f for f in ("config", "out", "name") if getattr(args, f, None)]
@@ -160,17 +131,7 @@ def _resume_config(args: argparse.Namespace, saved):
             f"--resume continues the run in its directory with its config.yaml; drop "
             f"{', '.join('--' + f for f in given)}"
         )
-    cfg = apply_overrides(saved, _flag_overrides(args) + list(args.set))
-    plain = [json.loads(json.dumps(to_dict(c))) for c in (saved, cfg)]
-    changes = config_diff(*plain)
-    refused = [c for c in changes if c.split(" ", 1)[0] not in RESUME_SAFE_KEYS]
-    if refused:
-        raise ConfigError(
-            f"--resume cannot change {'; '.join(refused)}: a resumed run keeps its settings "
-            f"except {', '.join(RESUME_SAFE_KEYS)}; start a new run (another --name) instead"
-        )
-    validate_config(cfg)
-    return cfg, changes
+    return [*_flag_overrides(args), *args.set]
 
 
 def _format_table(metrics: dict[str, dict[str, float]], label: str) -> str:
@@ -233,106 +194,43 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exists_message(run_path: Path) -> str:
-    return (
-        f"run directory {run_path} exists; continue it with `oodrec train --resume "
-        f"{run_path}`, choose another --name, or pass --overwrite"
-    )
+def _announce(rd) -> None:
+    print(f"run directory: {rd.path}", file=sys.stderr)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from oodrec.data.dataset import load_dataset
-    from oodrec.device import check_device
-    from oodrec.runs import LOCK_FILE, RunDir
+    from oodrec.train.start import new_run, resume_run
 
-    if args.resume:
-        return _cmd_resume(args)
-    if args.resume_from != "last":
+    if args.resume_from != "last" and not args.resume:
         raise OodrecError("--resume-from goes with --resume RUN_DIR")
-    cfg = _build_config(args)
-    check_device(cfg.train.device)
-    rd = RunDir(Path(cfg.out_dir) / cfg.run_name())
-    if rd.config_path.exists() and not args.overwrite:
-        raise OodrecError(_exists_message(rd.path))
-    existed = rd.path.exists()
-    dataset = load_dataset(cfg.data)
-    with rd.lock("train"):
-        try:
-            # checked again under the lock: another process may have started the run meanwhile
-            if rd.config_path.exists() and not args.overwrite:
-                raise OodrecError(_exists_message(rd.path))
-            if args.overwrite and existed:
-                removed = rd.clear()
-                if removed:
-                    logger.warning("--overwrite: removed the previous run in %s", rd.path)
-            return _run_training(args, cfg, dataset, rd, resume=False)
-        except BaseException:
-            if not existed and [p.name for p in rd.path.iterdir()] == [LOCK_FILE]:
-                (rd.path / LOCK_FILE).unlink()  # leave no empty run directory behind
-            raise
-        finally:
-            if not existed and rd.path.is_dir() and not any(rd.path.iterdir()):
-                rd.path.rmdir()
-
-
-def _cmd_resume(args: argparse.Namespace) -> int:
-    import os
-
-    from oodrec.runs import RunDir
-
-    rd = RunDir(args.resume)
-    rd.load_config()  # fails on a directory that is no run before a lock file is created
-    with rd.lock("resume"):  # taken before torch loads: a second writer is refused at once
-        from oodrec.data.dataset import load_dataset
-        from oodrec.device import check_device
-
-        saved = rd.load_config()
-        cfg, changes = _resume_config(args, saved)
-        check_device(cfg.train.device)
-        if rd.is_finished():
-            rec = rd.read_record()
-            extends = cfg.train.epochs > saved.train.epochs and not rec.get("stopped_early")
-            if not extends:
-                print(f"{rd.path} already finished (best epoch {rec['best_epoch']}).")
-                if changes:
-                    why = "it stopped early" if rec.get("stopped_early") else "nothing is left"
-                    print(f"not resumed ({why}); settings unchanged: {'; '.join(changes)}")
+    path = args.resume
+    try:
+        if args.resume:
+            out = resume_run(
+                args.resume,
+                _resume_settings(args),
+                resume_from=args.resume_from,
+                show_progress=not args.quiet,
+                on_start=_announce,
+            )
+            if out.result is None:
+                rec = out.record
+                print(f"{out.rd.path} already finished (best epoch {rec['best_epoch']}).")
+                if out.changes:
+                    print(
+                        f"not resumed ({out.why_not}); settings unchanged: {'; '.join(out.changes)}"
+                    )
                 print(_format_table(rec["metrics"], rec["selection"]["label"]))
                 return 0
-            os.replace(rd.record_path, rd.path / "record.prev.json")
-            logger.warning(
-                "extending the finished run %s to %d epochs; its record.json is kept as "
-                "record.prev.json",
-                rd.path,
-                cfg.train.epochs,
+            cfg, result = out.cfg, out.result
+        else:
+            cfg = _build_config(args)
+            path = Path(cfg.out_dir) / cfg.run_name()
+            _, result = new_run(
+                cfg, overwrite=args.overwrite, show_progress=not args.quiet, on_start=_announce
             )
-        dataset = load_dataset(cfg.data)
-        return _run_training(args, cfg, dataset, rd, resume=True, changes=changes)
-
-
-def _run_training(args, cfg, dataset, rd, resume: bool, changes=None) -> int:
-    from oodrec.train.loop import train
-    from oodrec.train.record import data_warnings
-
-    # the data notes are logged once, by the loader; a split that lost > 1% is a warning
-    for line in data_warnings(dataset.report):
-        logger.warning("data: %s", line)
-    if changes:
-        logger.warning("resuming with changed settings: %s", "; ".join(changes))
-    print(f"run directory: {rd.path}", file=sys.stderr)
-    try:
-        result = train(
-            cfg,
-            dataset,
-            run_dir=rd.path,
-            resume=resume,
-            show_progress=not args.quiet,
-            resume_from=args.resume_from,
-            changes=changes,
-            command="resume" if resume else "train",
-        )
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with `oodrec train --resume {rd.path}`", file=sys.stderr)
+        print(f"\ninterrupted; continue with `oodrec train --resume {path}`", file=sys.stderr)
         return 130
     rec = result.record
     print(
@@ -569,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     from oodrec.cli_bench import add_bench_commands
 
     add_bench_commands(sub)
+    from oodrec.cli_run import add_run_commands
+
+    add_run_commands(sub)
     return parser
 
 

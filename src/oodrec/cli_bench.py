@@ -11,7 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from oodrec.bench.tune.workflow import TuneOutcome
+    from oodrec.bench.workflow import Subset
 
 BENCH_DESCRIPTION = """\
 Run every (dataset, method, sweep point, seed) of a grid file into OUT/RUN_NAME, each exactly
@@ -134,8 +138,6 @@ examples:
   oodrec archive runs/tune_ood results/tune_ood/runs              # again as the search goes on
 """
 
-PLOTS_MISSING = "figures need matplotlib: pip install 'oodrec[plots]'"
-
 
 def _add_subset_options(p: argparse.ArgumentParser, what: str) -> None:
     """--datasets / --methods / --seeds: run part of a grid (the same run names and configs)."""
@@ -163,10 +165,11 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"seeds are integers, got {text!r}") from None
 
 
-def _subset(spec, args: argparse.Namespace):
-    from oodrec.bench.grid import restrict_grid
+def _subset(args: argparse.Namespace) -> Subset:
+    """The part of the grid that --datasets, --methods and --seeds name (a ``Subset``)."""
+    from oodrec.bench.workflow import Subset
 
-    return restrict_grid(spec, args.datasets, args.methods, args.seeds)
+    return Subset(args.datasets, args.methods, args.seeds)
 
 
 def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -322,31 +325,31 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Handler of ``oodrec bench``. Returns 0, or 1 when a run failed."""
-    from oodrec.bench.grid import expand_grid, load_grid
-    from oodrec.bench.runner import ConfigConflict, plan_run, run_grid
-    from oodrec.errors import ConfigError
-    from oodrec.runs import RunDir
+    from oodrec.bench.workflow import BenchOptions, run_bench
 
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
-    spec = _subset(load_grid(args.grid), args)
-    runs = expand_grid(spec, list(args.set), args.out)
-    out_dir = args.out or spec.out_dir
+    options = BenchOptions(
+        subset=_subset(args),
+        overrides=tuple(args.set),
+        out=args.out,
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
+        cpus_per_run=args.cpus_per_run,
+        force=args.force,
+        dry_run=args.dry_run,
+        show_progress=not args.quiet,
+    )
+    outcome = run_bench(
+        args.grid,
+        options,
+        on_start=lambda o: print(f"{o.runs} run(s) -> {o.out_dir}", file=sys.stderr),
+    )
     if args.dry_run:
-        states: dict[str, int] = {}
-        for run in runs:
-            path = Path(out_dir) / run.name
-            note = ""
-            try:
-                action = plan_run(run, path, args.force)
-            except ConfigConflict as exc:
-                action, note = "CONFLICT", f"differs: {exc.keys}"
-            if action == "resume":
-                note = f"{len(RunDir(path).read_epochs())} epoch(s) done"
-            states[action] = states.get(action, 0) + 1
-            print(f"{action:<9}{run.name}" + (f"  ({note})" if note else ""))
+        for row in outcome.plan:
+            print(f"{row.action:<9}{row.name}" + (f"  ({row.note})" if row.note else ""))
+        states = outcome.plan_counts()
         summary = ", ".join(f"{v} {k}" for k, v in states.items())
-        print(f"{len(runs)} run(s) in {out_dir}: {summary}")
+        print(f"{outcome.runs} run(s) in {outcome.out_dir}: {summary}")
         if "CONFLICT" in states:
             print(
                 "a CONFLICT run holds another config: pass the --set values it ran with (an "
@@ -355,26 +358,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 0
-    print(f"{len(runs)} run(s) -> {out_dir}", file=sys.stderr)
-    try:
-        outcomes = run_grid(
-            runs,
-            executor=args.executor,
-            workers=args.workers,
-            address=args.address,
-            cpus_per_run=args.cpus_per_run,
-            force=args.force,
-            grid=str(args.grid),
-            show_progress=not args.quiet,
-        )
-    except KeyboardInterrupt:
+    if outcome.interrupted:
         print("\ninterrupted; rerun the same command to continue the grid", file=sys.stderr)
         return 130
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
+    counts = outcome.status_counts()
     print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-    return _finish(outcomes, out_dir)
+    return _finish(outcome.outcomes, outcome.out_dir)
 
 
 def _finish(outcomes: list, out_dir: str) -> int:
@@ -390,182 +379,114 @@ def _finish(outcomes: list, out_dir: str) -> int:
     return 0
 
 
-def _tune_workers(args: argparse.Namespace, jobs: list) -> None:
-    """Run ``tune_worker`` in this process, in local processes or as Ray tasks."""
-    from oodrec.bench.tune import tune_worker
-    from oodrec.errors import ConfigError
-
-    if args.executor == "local" and args.workers == 1:
-        tune_worker(jobs)
-        return
-    if args.executor == "local":
-        import multiprocessing
-        import os
-        from concurrent.futures import ProcessPoolExecutor
-
-        from oodrec.bench.executors import watch_parent
-
-        threads = max(1, (os.cpu_count() or 1) // args.workers)
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(
-            args.workers, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),)
-        ) as pool:
-            for fut in [pool.submit(tune_worker, jobs, threads) for _ in range(args.workers)]:
-                fut.result()
-        return
-    try:
-        import ray
-    except ImportError:
-        from oodrec.bench.runner import RAY_MISSING
-
-        raise ConfigError(RAY_MISSING) from None
-    if not ray.is_initialized():
-        ray.init(address=args.address, include_dashboard=False if args.address is None else None)
-    task = ray.remote(tune_worker).options(num_cpus=args.cpus_per_worker)
-    ray.get([task.remote(jobs, args.cpus_per_worker) for _ in range(args.workers)])
-
-
 def cmd_tune(args: argparse.Namespace) -> int:
     """Handler of ``oodrec tune``. Returns 0, or 1 when a final run failed."""
-    from dataclasses import replace
+    from oodrec.bench.tune.workflow import TuneOptions, run_tune
 
-    from oodrec.bench.grid import load_grid
-    from oodrec.bench.runner import run_grid
-    from oodrec.bench.tune import (
-        adopt_best_trials,
-        as_searched,
-        check_studies,
-        final_runs,
-        finals_done,
-        format_running,
-        parse_tune,
-        running_trials,
-        storage_url,
-        study_jobs,
-        summarize,
-        trial_rows,
-        write_search_estimators,
-        write_trials_csv,
+    options = TuneOptions(
+        subset=_subset(args),
+        trials=args.trials,
+        final_epochs=args.final_epochs,
+        out=args.out,
+        storage=args.storage,
+        overrides=tuple(args.set),
+        status=args.status,
+        no_final=args.no_final,
+        executor=args.executor,
+        workers=args.workers,
+        address=args.address,
+        cpus_per_worker=args.cpus_per_worker,
+        trials_csv=args.trials_csv,
+        estimators=args.estimators,
+        show_progress=not args.quiet,
     )
-    from oodrec.errors import ConfigError
+    outcome = run_tune(
+        args.grid, options, on_stage=lambda stage, o: _print_tune_stage(stage, o, args.status)
+    )
+    if outcome.interrupted:
+        print("\ninterrupted; rerun the same command to continue the search", file=sys.stderr)
+        return 130
+    if outcome.outcomes is None:  # --status, --no-final: no final runs
+        return 0
+    return _finish(outcome.outcomes, outcome.out_dir)
 
-    counts = {
-        "--workers": args.workers,
-        "--trials": args.trials,
-        "--final-epochs": args.final_epochs,
-    }
-    bad = {k: v for k, v in counts.items() if v is not None and v < 1}
-    if bad:
-        raise ConfigError(", ".join(f"{k} must be >= 1, got {v}" for k, v in bad.items()))
-    spec = _subset(load_grid(args.grid), args)
-    tune = parse_tune(spec)
-    if args.trials is not None:
-        tune = replace(tune, trials=args.trials)
-    if args.final_epochs is not None:
-        tune = replace(tune, final_epochs=args.final_epochs)
-    out_dir = args.out or spec.out_dir
-    url = storage_url(out_dir, args.storage)
-    jobs = study_jobs(spec, tune, out_dir, url, list(args.set))
-    if args.status:  # a view: each study as it was searched, whatever this command's --set
-        jobs, notes = as_searched(jobs)
-        for note in notes:
+
+def _print_tune_stage(stage: str, o: TuneOutcome, status: bool) -> None:
+    """Print what ``oodrec tune`` shows of a stage of ``run_tune`` (``o``: its ``TuneOutcome``;
+    ``status``: ``--status``)."""
+    if stage == "studies":
+        for note in o.notes:
             print(f"note: {note}", file=sys.stderr)
-    else:
-        print(f"{len(jobs)} studies x {tune.trials} trials -> {url}", file=sys.stderr)
-        # create the storage and the studies once, before any worker starts, and refuse to add
-        # trials to a study searched with another config
-        check_studies(jobs)
-        try:
-            _tune_workers(args, jobs)
-        except KeyboardInterrupt:
-            print("\ninterrupted; rerun the same command to continue the search", file=sys.stderr)
-            return 130
-    rows = summarize(jobs)
+        if not status:
+            print(f"{len(o.jobs)} studies x {o.budget} trials -> {o.url}", file=sys.stderr)
+    elif stage == "summary":
+        _print_tune_summary(o)
+    elif stage == "finals":
+        print(f"{len(o.final_runs)} final run(s) -> {o.out_dir}", file=sys.stderr)
+        for name, trial in o.adopted:
+            print(
+                f"{name}: the best trial's run ({trial}) has its config and seed; copied, not "
+                "trained again",
+                file=sys.stderr,
+            )
+
+
+def _print_tune_summary(o: TuneOutcome) -> None:
+    """The studies' table, the files written, the running trials and the epoch-cap warnings."""
     print(
         f"{'study':<28}{'finished':>10}{'pruned':>8}{'running':>9}{'finals':>8}  best val"
         "      values"
     )
-    for job, r in zip(jobs, rows):
+    for r, done_finals in zip(o.rows, o.finals_done):
         best = "-" if r["best_value"] is None else f"{r['metric']} {r['best_value']:.4f}"
         values = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in (r["best_params"] or {}).items()
         )
         done = f"{r['finished']:>5}/{r['budget']:<4}"
-        finals = f"{finals_done(job, spec.seeds, out_dir)}/{len(spec.seeds)}"
+        finals = f"{done_finals}/{len(o.seeds)}"
         print(
             f"{r['study']:<28}{done}{r['pruned']:>8}{r['running']:>9}{finals:>8}  {best:<13} "
             f"{values}"
         )
-    if args.trials_csv:
-        path = write_trials_csv(args.trials_csv, trial_rows(jobs))
-        print(f"trials -> {path}", file=sys.stderr)
-    if args.estimators:
-        path = write_search_estimators(args.estimators, jobs)
-        print(f"estimators on the search -> {path}", file=sys.stderr)
-    if args.status:
-        running = running_trials(jobs)
-        if running:
-            print("running trials (a worker killed mid-trial leaves one; it continues later):")
-        for row in running:
+    if o.trials_csv is not None:
+        print(f"trials -> {o.trials_csv}", file=sys.stderr)
+    if o.estimators is not None:
+        print(f"estimators on the search -> {o.estimators}", file=sys.stderr)
+    if o.running:
+        from oodrec.bench.tune.inspection import format_running
+
+        print("running trials (a worker killed mid-trial leaves one; it continues later):")
+        for row in o.running:
             print(format_running(row))
-    for r in rows:
-        if r["best_capped"]:
-            print(
-                f"warning: {r['study']}: the epoch cap ended its best trial before early stopping "
-                f"({r['best_capped']}), so its final runs may be held back by the cap; reports "
-                "flag such rows; --final-epochs N gives the final runs a larger cap (a larger "
-                "train.epochs for the trials needs a new search, --out elsewhere)",
-                file=sys.stderr,
-            )
-    if args.status or args.no_final:
-        return 0
-    runs = final_runs(spec, jobs, out_dir)
-    print(f"{len(runs)} final run(s) -> {out_dir}", file=sys.stderr)
-    for name, trial in adopt_best_trials(runs, rows, grid=str(args.grid)):
+    for study, where in o.capped:
         print(
-            f"{name}: the best trial's run ({trial}) has its config and seed; copied, not "
-            "trained again",
+            f"warning: {study}: the epoch cap ended its best trial before early stopping "
+            f"({where}), so its final runs may be held back by the cap; reports "
+            "flag such rows; --final-epochs N gives the final runs a larger cap (a larger "
+            "train.epochs for the trials needs a new search, --out elsewhere)",
             file=sys.stderr,
         )
-    # the final runs use the search's workers: local processes, or Ray tasks on the cluster
-    outcomes = run_grid(
-        runs,
-        executor=args.executor,
-        workers=args.workers,
-        address=args.address,
-        cpus_per_run=args.cpus_per_worker,
-        grid=str(args.grid),
-        show_progress=not args.quiet,
-    )
-    return _finish(outcomes, out_dir)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Handler of ``oodrec report``. Returns 0."""
-    from oodrec.bench.report import prune_stale, write_report
-    from oodrec.errors import ConfigError
+    from oodrec.bench.workflow import make_report
 
-    out = Path(args.out) if args.out else Path(args.runs_dir) / "report"
-    written = write_report(
-        args.runs_dir, out, target=args.target, baseline=args.baseline, reselect=args.reselect
+    outcome = make_report(
+        args.runs_dir,
+        args.out,
+        target=args.target,
+        baseline=args.baseline,
+        reselect=args.reselect,
+        figures=args.figures,
+        data_dir=args.data_dir,
     )
-    drew_figures = False
-    if args.figures is not False:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            if args.figures:
-                raise ConfigError(PLOTS_MISSING) from None
-            print(f"figures skipped: {PLOTS_MISSING}", file=sys.stderr)
-        else:
-            from oodrec.bench.plots import write_figures
-
-            written += write_figures(args.runs_dir, out / "figures", data_dir=args.data_dir)
-            drew_figures = True
-    for path in written:
+    if outcome.figures_skipped:
+        print(f"figures skipped: {outcome.figures_skipped}", file=sys.stderr)
+    for path in outcome.written:
         print(path)
-    for path in prune_stale(out, written, keep=() if drew_figures else ("figures",)):
+    for path in outcome.removed:
         print(
             f"removed {path} (the last report wrote it; this one has nothing for it)",
             file=sys.stderr,

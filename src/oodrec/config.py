@@ -101,7 +101,8 @@ class TrainConfig:
     l2: float = 1e-4
     """L2 coefficient on the batch's ego embeddings."""
     l2_form: Literal["squared", "selfrec"] = "squared"
-    """``squared``: lambda/(2B) sum ||e||^2 (spec 0.2); ``selfrec``: CNSDiff code's form (D10)."""
+    """``squared``: lambda/(2B) sum ||e||^2 (docs/methods/lightgcn.md#bpr-and-l2); ``selfrec``:
+    CNSDiff code's form (D10)."""
     drop_last: bool = False
     """Drop the last partial batch of an epoch."""
     patience: int = 10
@@ -208,7 +209,9 @@ class ExperimentConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    sampler: SamplerConfig | None = field(default_factory=SamplerConfig)
+    """The negative sampler of ``lightgcn``; None for a method that takes none (DiffRec, CDR, ...:
+    ``oodrec.experiment.assemble`` drops it, so their config.yaml and record name no sampler)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 2025
@@ -456,6 +459,10 @@ def set_path(cfg: Any, key: str, raw: Any, prefix: str = "") -> Any:
         raise ConfigError(f"unknown config key {full!r}; valid here: {', '.join(sorted(names))}")
     hints = typing.get_type_hints(type(cfg))
     current = getattr(cfg, head)
+    if rest and current is None:
+        # an optional section that is absent (a method's sampler): set keys on its defaults
+        kinds = [a for a in typing.get_args(hints[head]) if is_dataclass(a)]
+        current = kinds[0]() if kinds else None
     if rest:
         if not is_dataclass(current):
             raise ConfigError(f"config key {prefix + head!r} has no sub-keys (got {full!r})")

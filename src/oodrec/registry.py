@@ -15,7 +15,7 @@ class Registry(Generic[T]):
     """Maps names to classes (or factories). Names are resolved only at the config/CLI boundary.
 
     Args:
-        kind: what the registry holds, used in error messages ("sampler", "dataset", ...).
+        kind: what the registry holds, used in error messages ("method", "sampler", "dataset").
 
     Example::
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from oodrec.bench.executors import run_grid
 from oodrec.bench.grid import expand_grid, load_grid
-from oodrec.bench.runner import run_grid
 
 SMOKE = Path(__file__).parents[2] / "configs" / "smoke.yaml"
 

@@ -10,12 +10,8 @@ import torch
 
 from oodrec.config import ExperimentConfig, apply_overrides
 from oodrec.methods import MethodContext, TrainData
-from oodrec.methods.diffrec import (
-    DiffRec,
-    DiffRecOptions,
-    importance_probs,
-    update_loss_history,
-)
+from oodrec.methods.diffrec import DiffRec, DiffRecOptions
+from oodrec.models.diffrec import importance_probs, update_loss_history
 
 V = [1e-5, 3.25e-5, 5.5e-5, 7.75e-5, 1e-4]  # linspace(0.01 * 0.001, 0.01 * 0.01, 5)
 

@@ -43,7 +43,7 @@ def tiny_interactions(seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tens
 def make_context(
     users: torch.Tensor, items: torch.Tensor, num_users: int, num_items: int, emb_dim: int = EMB_DIM
 ) -> SamplerContext:
-    """A SamplerContext built like ``oodrec.train.loop.sampler_context`` (CPU)."""
+    """A SamplerContext built like ``oodrec.methods.lightgcn.sampler_context`` (CPU)."""
     return SamplerContext(
         num_users=num_users,
         num_items=num_items,

@@ -289,3 +289,21 @@ def test_bench_refuses_a_run_directory_another_writer_holds(tmp_path):
     assert "Traceback" not in outcome.error and len(outcome.error.strip().splitlines()) == 1
     assert "is being written by PID 4242 (oodrec train since" in outcome.error
     assert sorted(p.name for p in path.iterdir()) == [LOCK_FILE]  # nothing was written
+
+
+def test_a_refused_resume_leaves_a_finished_run_as_it_was(tiny_dir, tmp_path, capsys):
+    """Extending a finished run whose last checkpoint is damaged is refused, and the run keeps
+    its record.json and checkpoints byte for byte (so report and archive still count it)."""
+    out = tmp_path / "runs"
+    assert main(["-q", *_train_args(tiny_dir, out, "r", "--epochs", "2")]) == 0
+    run = out / "r"
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:100])
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["-q", "train", "--resume", str(run), "--epochs", "4"]) == 2
+    assert "last.pt" in capsys.readouterr().err
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    after.pop(Path(LOCK_FILE), None)
+    before.pop(Path(LOCK_FILE), None)
+    assert after == before

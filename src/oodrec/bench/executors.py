@@ -1,4 +1,8 @@
-"""Executors of grid jobs: local (in process or a spawned process pool) and Ray.
+"""Execute the runs of a grid, resumably: in this process, in local worker processes or on Ray.
+
+``run_grid`` plans every run (``oodrec.bench.runner``: new, resume, restart or skip, each
+conflict named before anything runs), checks that the grid's data is there, and executes the
+runs in dependency waves (a run whose options name another run's directory waits for it).
 
 ``local`` runs in this process with one worker, else in a pool of spawned worker processes
 (one per GPU by default when the runs use CUDA, each pinned to its GPU through
@@ -10,14 +14,18 @@ imported only there.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
 from collections import Counter
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
-from oodrec.bench.runner import RAY_MISSING, Job, RunOutcome, execute_job
+from oodrec.bench.grid import GridRun
+from oodrec.bench.runner import RAY_MISSING, Job, RunOutcome, execute_job, plan_grid
+from oodrec.config import to_dict
 from oodrec.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -192,4 +200,111 @@ def run_ray(
             ray.shutdown()
 
 
-__all__ = ["GridProgress", "run_local", "run_ray"]
+# --------------------------------------------------------------------------- the grid
+
+
+def _check_data(jobs: list[Job]) -> None:
+    """Every dataset the jobs need is present, checked before the first run starts (a grid on
+    a machine without the data fails once, naming each dataset, instead of once per run).
+
+    Raises:
+        DataValidationError: the messages of every missing dataset, one per line.
+    """
+    from oodrec.data.dataset import check_available
+    from oodrec.errors import DataValidationError
+
+    seen: dict[str, str | None] = {}
+    for job in jobs:
+        data = job.run.config.data
+        key = json.dumps(to_dict(data), sort_keys=True)
+        if key in seen:
+            continue
+        try:
+            check_available(data)
+            seen[key] = None
+        except DataValidationError as exc:
+            seen[key] = str(exc)
+    errors = sorted({e for e in seen.values() if e})
+    if errors:
+        raise DataValidationError(
+            "the grid's data is not all there (nothing was run):\n  " + "\n  ".join(errors)
+        )
+
+
+def run_grid(
+    runs: list[GridRun],
+    executor: Literal["local", "ray"] = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    cpus_per_run: int = 1,
+    force: bool = False,
+    grid: str = "<grid>",
+    show_progress: bool = True,
+) -> list[RunOutcome]:
+    """Plan and execute every run of a grid.
+
+    Args:
+        runs: expanded runs (``expand_grid``).
+        executor: ``local`` or ``ray``.
+        workers: local worker processes (see ``run_local``).
+        address: Ray address (``ray`` executor).
+        cpus_per_run: CPUs per Ray task.
+        force: rerun runs whose saved config differs.
+        grid: the grid's source, for ``bench.json``.
+        show_progress: draw a progress bar over the grid.
+
+    Returns:
+        Outcomes of all runs: skipped ones first, then in completion order.
+
+    Raises:
+        RunError: a run directory holds a different config and ``force`` is off.
+        ConfigError: unknown executor, or Ray missing.
+    """
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
+    if executor == "ray":
+        try:
+            import ray  # noqa: F401 - fail before planning when Ray is missing
+        except ImportError:
+            raise ConfigError(RAY_MISSING) from None
+    todo, skipped = plan_grid(runs, force, grid)
+    _check_data(todo)
+    progress = GridProgress(len(runs), len(skipped), show_progress)
+    done = [RunOutcome(j.run.name, "skipped") for j in skipped]
+    try:
+        for wave in dependency_waves(todo):
+            if executor == "ray":
+                done += run_ray(wave, address, cpus_per_run, progress)
+            else:
+                done += run_local(wave, workers, progress)
+    finally:
+        progress.close()
+    return done
+
+
+def _option_paths(job: Job) -> set[Path]:
+    """Resolved paths named by the run's model and sampler options (e.g. ``backbone_run``)."""
+    cfg = job.run.config
+    sampler_options = cfg.sampler.options if cfg.sampler is not None else {}
+    values = [*cfg.model.options.values(), *sampler_options.values()]
+    return {Path(v).expanduser().resolve() for v in values if isinstance(v, str) and v}
+
+
+def dependency_waves(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs in waves: a job whose options name another job's run directory (HDRM's stage 2
+    and its ``backbone_run``) goes in a later wave than that job, so that parallel workers never
+    start it before the run it reads has finished. Without such links: one wave, unchanged."""
+    paths = {job.path for job in jobs}
+    needs = {job.path: _option_paths(job) & (paths - {job.path}) for job in jobs}
+    waves: list[list[Job]] = []
+    placed: set[Path] = set()
+    while len(placed) < len(jobs):
+        wave = [j for j in jobs if j.path not in placed and needs[j.path] <= placed]
+        if not wave:  # a cycle: run the rest together (each fails with its own clear error)
+            wave = [j for j in jobs if j.path not in placed]
+        waves.append(wave)
+        placed |= {j.path for j in wave}
+    return waves
+
+
+__all__ = ["GridProgress", "dependency_waves", "run_grid", "run_local", "run_ray", "watch_parent"]

@@ -19,11 +19,12 @@ A method entry names a ``sampler`` (the ``lightgcn`` method with that sampler) o
 (``oodrec models``); its ``options`` belong to the sampler when there is one, else to the model.
 A plain string is a sampler name or a model name.
 
-Each run's config is built in this order: ``base``; ``data.dataset``; the method's model,
-sampler and options; the settings they imply (``methods.implied_overrides``, e.g. DiffRec's
-learning rate, or ``code_faithful``'s L2 form); the method's ``overrides``; the sweep values; extra
-overrides given by the caller (``oodrec bench --set``); ``seed``, ``out_dir`` and ``name``.
-Later steps win. Run names are ``{dataset}-{method}-seed{seed}[-{key}={value}...]``.
+Each run's config is assembled by ``oodrec.experiment.assemble``: ``base``, ``data.dataset`` and
+the method's model, sampler and options; then, as explicit settings, the method's ``overrides``,
+the sweep values and extra overrides given by the caller (``oodrec bench --set``); the settings
+the method implies (``methods.implied_overrides``, e.g. DiffRec's learning rate, or
+``code_faithful``'s L2 form) fill every key not set explicitly; then ``seed``, ``out_dir`` and
+``name``. Run names are ``{dataset}-{method}-seed{seed}[-{key}={value}...]``.
 """
 
 from __future__ import annotations
@@ -326,28 +327,26 @@ def run_name(dataset: str, method: str, seed: int, sweep: dict[str, Any]) -> str
     return "-".join(parts)
 
 
-def _check_method(cfg: ExperimentConfig) -> None:
-    """Fail early on an unknown model, sampler or option (checked again when built)."""
-    from oodrec.config import validate_config
-    from oodrec.methods import check_method_config
-
-    check_method_config(cfg)
-    validate_config(cfg)
-
-
 def _method_config(cfg: ExperimentConfig, method: MethodSpec) -> ExperimentConfig:
-    from oodrec.config import SamplerConfig
-    from oodrec.methods import implied_overrides
+    """``cfg`` with the entry's method, sampler and options chosen (nothing implied yet)."""
+    from oodrec.experiment import choose_method
 
-    if method.sampler is not None:
-        sampler = replace(cfg.sampler, name=method.sampler, options=method.options)
-        cfg = replace(cfg, model=replace(cfg.model, name=method.model), sampler=sampler)
-    else:
-        model = replace(cfg.model, name=method.model, options=method.options)
-        cfg = replace(cfg, model=model, sampler=SamplerConfig())
-    for key, value in implied_overrides(cfg).items():
-        cfg = set_path(cfg, key, value)
-    return apply_overrides(cfg, list(method.overrides))
+    return choose_method(cfg, method.model, method.sampler, method.options)
+
+
+def entry_config(
+    base: ExperimentConfig,
+    dataset: str,
+    method: MethodSpec,
+    settings: list[Any] | tuple[Any, ...] = (),
+) -> ExperimentConfig:
+    """The assembled config of a grid entry (``oodrec.experiment.assemble``): ``base`` with the
+    dataset and the method chosen, then the method's ``overrides`` and ``settings`` (a sweep
+    point's ``(key, value)`` pairs, ``bench --set``, a trial's values) as explicit settings."""
+    from oodrec.experiment import assemble
+
+    cfg = _method_config(set_path(base, "data.dataset", dataset), method)
+    return assemble(cfg, [*method.overrides, *settings], warn_inert=False)
 
 
 TEMPLATE_KEYS = ("dataset", "seed", "out_dir")
@@ -377,6 +376,8 @@ def _fill_templates(cfg: ExperimentConfig, dataset: str, seed: int, out: str) ->
         return out_opts
 
     model = replace(cfg.model, options=fill(dict(cfg.model.options)))
+    if cfg.sampler is None:
+        return replace(cfg, model=model)
     sampler = replace(cfg.sampler, options=fill(dict(cfg.sampler.options)))
     return replace(cfg, model=model, sampler=sampler)
 
@@ -409,22 +410,15 @@ def expand_grid(
     for dataset in spec.datasets:
         for method in spec.methods:
             where = f"dataset {dataset!r}, method {method.name!r}"
-            try:
-                cfg = set_path(spec.base, "data.dataset", dataset)
-                cfg = _method_config(cfg, method)
-            except ConfigError as exc:
-                raise _fail(spec.source, f"{where}: {exc}") from None
             for point in points:
                 try:
-                    pcfg = cfg
-                    for key, value in point.items():
-                        pcfg = set_path(pcfg, key, value)
-                    pcfg = apply_overrides(pcfg, list(extra_overrides or []))
-                    _check_method(pcfg)
+                    settings = [*point.items(), *(extra_overrides or [])]
+                    pcfg = entry_config(spec.base, dataset, method, settings)
                     for key, why in inert_settings(pcfg).items():
                         inert.setdefault((method.name, key), why)
                 except ConfigError as exc:
-                    raise _fail(spec.source, f"{where}, sweep {point}: {exc}") from None
+                    at = f"{where}, sweep {point}" if point else where
+                    raise _fail(spec.source, f"{at}: {exc}") from None
                 for seed in spec.seeds:
                     name = run_name(dataset, method.name, seed, point)
                     if name in seen:

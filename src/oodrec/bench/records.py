@@ -106,13 +106,14 @@ class RunRecord:
 
     @property
     def sampler(self) -> str:
-        """Sampler name."""
-        return str(self.config.get("sampler", {}).get("name", self.record.get("sampler")))
+        """Sampler name (``none`` for a method that takes no sampler)."""
+        section = self.config.get("sampler") or {}
+        return str(section.get("name") or self.record.get("sampler") or "none")
 
     @property
     def options(self) -> dict[str, Any]:
         """Sampler options as given (mode defaults not filled in)."""
-        return dict(self.config.get("sampler", {}).get("options", {}))
+        return dict((self.config.get("sampler") or {}).get("options") or {})
 
     @property
     def model(self) -> str:
@@ -202,7 +203,9 @@ class RunRecord:
         for key in ("seed", "name", "out_dir"):
             cfg.pop(key, None)
         cfg.get("data", {}).pop("dataset", None)
-        opts = cfg.get("sampler", {}).get("options", {})
+        if self.model != "lightgcn":
+            cfg.pop("sampler", None)  # none, or the unused default of runs that kept one
+        opts = (cfg.get("sampler") or {}).get("options", {})
         defaults = option_defaults(self.sampler) or {}
         for key in list(opts):
             if key in free_options or (key in defaults and defaults[key] == opts[key]):

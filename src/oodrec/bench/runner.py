@@ -1,4 +1,4 @@
-"""Execute the runs of a grid into ``out_dir/run_name``, resumably, locally or on Ray.
+"""Plan and execute the runs of a grid, one run at a time, into ``out_dir/run_name``.
 
 Every run is trained exactly as ``oodrec train`` does (same run directory layout) and gets a
 ``bench.json`` beside its ``config.yaml`` naming its method, grid, dataset entry, seed and sweep
@@ -10,13 +10,13 @@ point. Before anything runs, each run directory is checked against the run's res
 * same config, no ``record.json``: resumed from its last checkpoint (``train(resume=True)``);
 * different config: an error naming the differing keys, unless ``force`` (then it is rerun).
 
-A run directory has one writer: each run holds its lock (``train.runs.RunLock``) while it runs,
+A run directory has one writer: each run holds its lock (``oodrec.runs.RunLock``) while it runs,
 so a second bench or ``oodrec train`` on the same directory fails naming the holder's PID. Each
 run is planned again under its lock, so two benches of one grid (say on two machines sharing
 the run directories) split its runs without retraining what the other finished.
 
-Executors (``bench.executors``): ``local`` (this process, or a pool of spawned workers) and
-``ray`` (one Ray task per run).
+``oodrec.bench.executors.run_grid`` runs a whole grid with these, in this process, in local
+worker processes or on Ray.
 """
 
 from __future__ import annotations
@@ -99,9 +99,16 @@ class RunOutcome:
 
 def _comparable(cfg_dict: dict[str, Any]) -> dict[str, Any]:
     """A normalised plain dict of a config (through the dataclasses, JSON types only)."""
+    from oodrec.methods import METHODS
+
     norm = json.loads(json.dumps(to_dict(from_dict(ExperimentConfig, cfg_dict))))
     for key in IGNORED_KEYS:
         norm.pop(key, None)
+    model = (norm.get("model") or {}).get("name")
+    if model in METHODS and not METHODS.get(model).takes_sampler:
+        # a method without a sampler: runs written with the default sampler section compare
+        # equal to runs that have none
+        norm.pop("sampler", None)
     return norm
 
 
@@ -207,6 +214,43 @@ def plan_grid(
     return todo, skipped
 
 
+@dataclass(frozen=True)
+class Preview:
+    """What a run of a grid would do (``oodrec bench --dry-run``).
+
+    Attributes:
+        name: run name.
+        action: ``new``, ``resume``, ``restart``, ``skip`` or ``CONFLICT`` (another config).
+        note: the epochs a resumed run has done, or a conflict's differing keys ("" for none).
+    """
+
+    name: str
+    action: str
+    note: str = ""
+
+
+def preview_grid(runs: list[GridRun], out_dir: str | Path, force: bool = False) -> list[Preview]:
+    """What each run would do in ``out_dir``, in grid order; writes nothing.
+
+    Args:
+        runs: expanded grid runs.
+        out_dir: parent directory of their run directories.
+        force: rerun runs whose saved config differs (then they are ``restart``).
+    """
+    out = []
+    for run in runs:
+        path = Path(out_dir) / run.name
+        note = ""
+        try:
+            action: str = plan_run(run, path, force)
+        except ConfigConflict as exc:
+            action, note = "CONFLICT", f"differs: {exc.keys}"
+        if action == "resume":
+            note = f"{len(RunDir(path).read_epochs())} epoch(s) done"
+        out.append(Preview(run.name, action, note))
+    return out
+
+
 # --------------------------------------------------------------------------- executing one run
 
 _DATASET_CACHE: dict[str, Any] = {}
@@ -246,13 +290,16 @@ def execute_job(job: Job) -> RunOutcome:
     Returns:
         The outcome; a failed run carries its error (the traceback of an unexpected one).
     """
-    from oodrec.train.loop import train
+    from oodrec.device import check_device
+    from oodrec.train.loop import fit_run
 
     t0 = time.perf_counter()
     try:
+        check_device(job.run.config.train.device)  # on the machine that trains it
         dataset = _load_dataset(job.run.config)
+        rd = RunDir(job.path)
         # one writer per run directory: a second bench or train on it fails with the holder's PID
-        with RunDir(job.path).lock("bench"):
+        with rd.lock("bench"):
             # planned when the grid started; another bench on the same grid may have finished or
             # started this run since, so decide again under the lock (never retrain a finished run)
             action = plan_run(job.run, job.path, force=job.action == "restart")
@@ -261,9 +308,9 @@ def execute_job(job: Job) -> RunOutcome:
                 return RunOutcome(job.run.name, "skipped", time.perf_counter() - t0)
             resume = action == "resume"
             if action == "restart":
-                RunDir(job.path).clear()
+                rd.clear()
             write_bench_info(job)
-            train(job.run.config, dataset, run_dir=job.path, resume=resume, command="bench")
+            fit_run(job.run.config, dataset, rd, resume=resume)
         status = "resumed" if resume else "finished"
         return RunOutcome(job.run.name, status, time.perf_counter() - t0)
     except OodrecError as exc:  # a clear message (a busy run, bad data or config): no traceback
@@ -275,124 +322,18 @@ def execute_job(job: Job) -> RunOutcome:
         return RunOutcome(job.run.name, "failed", time.perf_counter() - t0, text)
 
 
-# --------------------------------------------------------------------------- the grid
-
-
-def _check_data(jobs: list[Job]) -> None:
-    """Every dataset the jobs need is present, checked before the first run starts (a grid on
-    a machine without the data fails once, naming each dataset, instead of once per run).
-
-    Raises:
-        DataValidationError: the messages of every missing dataset, one per line.
-    """
-    from oodrec.data.dataset import check_available
-    from oodrec.errors import DataValidationError
-
-    seen: dict[str, str | None] = {}
-    for job in jobs:
-        data = job.run.config.data
-        key = json.dumps(to_dict(data), sort_keys=True)
-        if key in seen:
-            continue
-        try:
-            check_available(data)
-            seen[key] = None
-        except DataValidationError as exc:
-            seen[key] = str(exc)
-    errors = sorted({e for e in seen.values() if e})
-    if errors:
-        raise DataValidationError(
-            "the grid's data is not all there (nothing was run):\n  " + "\n  ".join(errors)
-        )
-
-
-def run_grid(
-    runs: list[GridRun],
-    executor: Literal["local", "ray"] = "local",
-    workers: int | None = None,
-    address: str | None = None,
-    cpus_per_run: int = 1,
-    force: bool = False,
-    grid: str = "<grid>",
-    show_progress: bool = True,
-) -> list[RunOutcome]:
-    """Plan and execute every run of a grid.
-
-    Args:
-        runs: expanded runs (``expand_grid``).
-        executor: ``local`` or ``ray``.
-        workers: local worker processes (see ``run_local``).
-        address: Ray address (``ray`` executor).
-        cpus_per_run: CPUs per Ray task.
-        force: rerun runs whose saved config differs.
-        grid: the grid's source, for ``bench.json``.
-        show_progress: draw a progress bar over the grid.
-
-    Returns:
-        Outcomes of all runs: skipped ones first, then in completion order.
-
-    Raises:
-        RunError: a run directory holds a different config and ``force`` is off.
-        ConfigError: unknown executor, or Ray missing.
-    """
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
-    if executor == "ray":
-        try:
-            import ray  # noqa: F401 - fail before planning when Ray is missing
-        except ImportError:
-            raise ConfigError(RAY_MISSING) from None
-    from oodrec.bench.executors import GridProgress, run_local, run_ray
-
-    todo, skipped = plan_grid(runs, force, grid)
-    _check_data(todo)
-    progress = GridProgress(len(runs), len(skipped), show_progress)
-    done = [RunOutcome(j.run.name, "skipped") for j in skipped]
-    try:
-        for wave in dependency_waves(todo):
-            if executor == "ray":
-                done += run_ray(wave, address, cpus_per_run, progress)
-            else:
-                done += run_local(wave, workers, progress)
-    finally:
-        progress.close()
-    return done
-
-
-def _option_paths(job: Job) -> set[Path]:
-    """Resolved paths named by the run's model and sampler options (e.g. ``backbone_run``)."""
-    cfg = job.run.config
-    values = [*cfg.model.options.values(), *cfg.sampler.options.values()]
-    return {Path(v).expanduser().resolve() for v in values if isinstance(v, str) and v}
-
-
-def dependency_waves(jobs: list[Job]) -> list[list[Job]]:
-    """The jobs in waves: a job whose options name another job's run directory (HDRM's stage 2
-    and its ``backbone_run``) goes in a later wave than that job, so that parallel workers never
-    start it before the run it reads has finished. Without such links: one wave, unchanged."""
-    paths = {job.path for job in jobs}
-    needs = {job.path: _option_paths(job) & (paths - {job.path}) for job in jobs}
-    waves: list[list[Job]] = []
-    placed: set[Path] = set()
-    while len(placed) < len(jobs):
-        wave = [j for j in jobs if j.path not in placed and needs[j.path] <= placed]
-        if not wave:  # a cycle: run the rest together (each fails with its own clear error)
-            wave = [j for j in jobs if j.path not in placed]
-        waves.append(wave)
-        placed |= {j.path for j in wave}
-    return waves
-
-
 __all__ = [
     "BENCH_FILE",
+    "RAY_MISSING",
     "ConfigConflict",
     "Job",
+    "Preview",
     "RunOutcome",
     "config_diff",
-    "dependency_waves",
     "execute_job",
     "plan_grid",
     "plan_run",
+    "preview_grid",
     "result_diff",
-    "run_grid",
+    "write_bench_info",
 ]

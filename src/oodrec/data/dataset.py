@@ -122,6 +122,13 @@ def _locate(cfg: DataConfig) -> tuple[str, Path, DatasetSpec | None]:
     )
 
 
+def dataset_folder(cfg: DataConfig) -> Path | None:
+    """The directory a dataset is read from (None for the simulator)."""
+    if cfg.dataset == "synthetic":
+        return None
+    return _locate(cfg)[1]
+
+
 def check_available(cfg: DataConfig) -> None:
     """Fail fast, without reading any data, when a dataset's files are not there.
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-import oodrec
+from oodrec._version import __version__
 from oodrec.data.layouts import SPLIT_COLUMNS, TIMESTAMP_UNITS
 from oodrec.data.preprocess import PreprocessConfig, Vocabulary, id_map, preprocess
 from oodrec.data.raw import (
@@ -293,7 +293,7 @@ def prepare_dataset(
     stats = split_stats(parts, num_users, num_items)
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     record = {
-        "oodrec_version": oodrec.__version__,
+        "oodrec_version": __version__,
         "format": fmt,
         "protocol": protocol,
         "raw_files": [str(f) for f in files],

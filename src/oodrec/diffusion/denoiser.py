@@ -1,5 +1,6 @@
 """Denoising networks: the DiffRec-style x0-predicting MLP (optionally environment-conditioned)
-and the environment posterior q_phi(e | x_t, t) of the causal regulariser (specs 1.3, 1.6)."""
+and the environment posterior q_phi(e | x_t, t) of the causal regulariser
+(docs/samplers/cnsdiff.md#per-batch, docs/samplers/cnsdiff.md#the-causal-regulariser)."""
 
 from __future__ import annotations
 
@@ -186,7 +187,8 @@ class MLPDenoiser(nn.Module):
 
 
 class EnvPosterior(nn.Module):
-    """q_phi(e | x_t, t) = softmax(MLP([norm(x_t); temb(t)])), one tanh hidden layer (specs 1.6).
+    """q_phi(e | x_t, t) = softmax(MLP([norm(x_t); temb(t)])), one tanh hidden layer
+    (docs/samplers/cnsdiff.md#the-causal-regulariser).
 
     Shapes:
         x [N, D], t [N] -> logits [N, K].
@@ -213,7 +215,7 @@ class EnvPosterior(nn.Module):
 
 
 class FiLMDenoiser(nn.Module):
-    """Conditional epsilon-predictor of DMNS (Nguyen & Fang, WWW'24), specs 6.
+    """Conditional epsilon-predictor of DMNS (Nguyen & Fang, WWW'24), docs/samplers/dmns.md.
 
     Time embedding: sinusoidal -> Linear -> GELU -> Linear, plus the condition y (added).
     Two FiLM blocks h <- (1 + gamma) * h + delta with (gamma, delta) = Linear(SiLU(temb + y)).

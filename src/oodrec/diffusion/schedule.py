@@ -1,6 +1,7 @@
 """Noise schedules and the derived posterior quantities (DDPM / DiffRec conventions).
 
-Cumulative products are computed in float64 (specs 1.9) and cast to float32 at the end.
+Cumulative products are computed in float64 (docs/samplers/cnsdiff.md#implementation-notes) and cast
+to float32 at the end.
 """
 
 from __future__ import annotations

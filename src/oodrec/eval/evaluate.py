@@ -68,8 +68,8 @@ def _candidate_top(
 class Evaluator:
     """Full-ranking evaluator for one dataset.
 
-    Masking (specs 0.4): train positives for ``val``; train + val positives for the test splits.
-    Val also gets the OOD-aware selection estimators (``ips_*``, ``strat_*``; see
+    Masking (docs/protocol.md#metrics): train positives for ``val``; train + val positives for the
+    test splits. Val also gets the OOD-aware selection estimators (``ips_*``, ``strat_*``; see
     ``oodrec.eval.estimators``), in ``means`` next to its plain metrics.
 
     Args:
@@ -132,6 +132,7 @@ class Evaluator:
         scorer: Scorer | Embeddings,
         splits: tuple[str, ...] = SPLITS,
         keep_per_user: bool = True,
+        on_top: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
     ) -> dict[str, SplitResult]:
         """Metrics for each split in ``splits``.
 
@@ -141,6 +142,8 @@ class Evaluator:
                 returned scores are masked in place: return a fresh, writable tensor.
             splits: subset of ``val``, ``iid_test``, ``ood_test``.
             keep_per_user: keep per-user metric vectors (on CPU).
+            on_top: called with ``(split, users [n], top [n, k])`` for each batch: the ranked
+                lists the metrics are computed from (``oodrec recommend`` is tested against it).
         """
         scorer = as_scorer(scorer)
         ks = self.cfg.ks
@@ -187,6 +190,8 @@ class Evaluator:
                 else:
                     top = tops[group][rows]  # [n, k]
                     hits = self.csr[split].contains(su, top, self.num_items)  # [n, k]
+                if on_top is not None:
+                    on_top(split, su, top)
                 num_pos = self.csr[split].counts()[su]
                 values = ranking_metrics(hits, num_pos, ks)
                 if split in self.estimators:

@@ -1,7 +1,8 @@
 """Recall@K and NDCG@K from a top-K hit matrix, per user, every K at once.
 
-Conventions (specs 0.4): Recall@K = |topK ∩ T_u| / |T_u| (denominator |T_u|, not min(K, |T_u|));
-NDCG@K with binary gains, log2(rank + 1) discounts and IDCG over min(K, |T_u|) positions.
+Conventions (docs/protocol.md#metrics): Recall@K = |topK ∩ T_u| / |T_u| (denominator |T_u|, not
+min(K, |T_u|)); NDCG@K with binary gains, log2(rank + 1) discounts and IDCG over min(K, |T_u|)
+positions.
 """
 
 from __future__ import annotations

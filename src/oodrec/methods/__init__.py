@@ -25,7 +25,7 @@ from oodrec.methods.invcf import InvCF
 from oodrec.methods.lightgcn import LightGCNMethod
 from oodrec.registry import Registry
 
-METHODS: Registry[type[Method]] = Registry("model")
+METHODS: Registry[type[Method]] = Registry("method")
 METHODS.register("lightgcn", LightGCNMethod)
 METHODS.register("diffrec", DiffRec)
 METHODS.register("invcf", InvCF)
@@ -46,7 +46,7 @@ def implied_overrides(cfg: ExperimentConfig) -> dict[str, Any]:
     """
     cls = METHODS.get(cfg.model.name)
     out = dict(cls.train_overrides(dict(cfg.model.options)))
-    if cls.takes_sampler:
+    if cls.takes_sampler and cfg.sampler is not None:
         from oodrec.samplers import sampler_train_overrides
 
         out.update(sampler_train_overrides(cfg.sampler.name, dict(cfg.sampler.options)))
@@ -61,11 +61,17 @@ def check_method_config(cfg: ExperimentConfig) -> None:
     if cls.takes_sampler:
         from oodrec.samplers import SAMPLERS
 
+        if cfg.sampler is None:
+            raise ConfigError(
+                f"model {cfg.model.name!r} needs a negative sampler (--sampler, see "
+                f"`oodrec samplers`); the config has sampler: null"
+            )
         scls = SAMPLERS.get(cfg.sampler.name)
         parse_options(
             scls.Options, dict(cfg.sampler.options), f"sampler {cfg.sampler.name!r}", "sampler."
         )
-    elif cfg.sampler != SamplerConfig():
+    elif cfg.sampler is not None and cfg.sampler != SamplerConfig():
+        # None, or the untouched default (configs written before methods dropped it)
         raise ConfigError(
             f"model {cfg.model.name!r} takes no negative sampler (it draws its own negatives, or "
             f"none); drop --sampler / sampler.* (got sampler.name={cfg.sampler.name!r}, "
@@ -78,7 +84,7 @@ def inert_settings(cfg: ExperimentConfig) -> dict[str, str]:
     options (dotted key -> why), e.g. CNSDiff's lambda_2 when its gradient is off. The CLI, the
     grid and ``oodrec tune`` warn about them: runs that differ only in them are identical."""
     cls = METHODS.get(cfg.model.name)
-    if not cls.takes_sampler:
+    if not cls.takes_sampler or cfg.sampler is None:
         return {}
     from oodrec.samplers import inert_sampler_options
 
@@ -89,8 +95,8 @@ def inert_settings(cfg: ExperimentConfig) -> dict[str, str]:
 
 
 def build_method(cfg: ExperimentConfig, data: TrainData, device: torch.device) -> Method:
-    """Build ``cfg.model.name`` from the training view ``data`` (never the whole dataset)."""
-    check_method_config(cfg)
+    """Build ``cfg.model.name`` from the training view ``data`` (never the whole dataset).
+    ``cfg`` is a checked config (``oodrec.experiment.assemble`` or ``check``)."""
     cls = METHODS.get(cfg.model.name)
     return cls.from_context(MethodContext(data=data, cfg=cfg, device=device)).to(device)
 

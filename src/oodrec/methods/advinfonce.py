@@ -1,4 +1,4 @@
-"""``advinfonce``: AdvInfoNCE (Zhang et al., NeurIPS 2023) on LightGCN (specs 8).
+"""``advinfonce``: AdvInfoNCE (Zhang et al., NeurIPS 2023) on LightGCN (docs/methods/advinfonce.md).
 
 Main phase, per batch: cosine InfoNCE over N uniform negatives whose terms carry adversarial
 hardness weights p = softmax_n(a_u . a_j) from separate adversary tables (frozen here):
@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from oodrec.errors import ConfigError
-from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer
-from oodrec.methods.lightgcn import (
+from oodrec.methods.base import Method, MethodContext, NegativeProbe, Representations, Scorer
+from oodrec.methods.common import (
     build_lightgcn,
     pair_batches,
     uniform_probe,
 )
-from oodrec.models.lightgcn import _init_
+from oodrec.models.lightgcn import init_embedding_
 from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
 from oodrec.seeding import make_generator
@@ -90,7 +90,7 @@ class AdvInfoNCE(Method):
     Paper: An Zhang et al., "Empowering Collaborative Filtering with Principled Adversarial
     Contrastive Loss", NeurIPS 2023 (official code LehengTHU/AdvInfoNCE). LightGCN backbone
     (model.emb_dim, model.num_layers, model.init), train.l2 on the egos (standard squared form;
-    the official negatives' term is written as a power, see specs 8).
+    the official negatives' term is written as a power, see docs/methods/advinfonce.md).
     """
 
     Options = AdvInfoNCEOptions
@@ -106,7 +106,7 @@ class AdvInfoNCE(Method):
         self.adv_item = nn.Parameter(torch.empty(data.num_items, opts.adv_dim))
         with torch.no_grad():
             for p in (self.adv_user, self.adv_item):
-                _init_(p, ctx.cfg.model.init, gen)
+                init_embedding_(p, ctx.cfg.model.init, gen)
         self.register_buffer("adv_passes", torch.zeros((), dtype=torch.long))
         self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
         self._adv_steps = self._adv_pass_count = 0
@@ -189,6 +189,11 @@ class AdvInfoNCE(Method):
         emb = self.model.propagate()
         users, items = F.normalize(emb.users, dim=-1), F.normalize(emb.items, dim=-1)
         return lambda u: users[u] @ items.T
+
+    def representations(self) -> Representations:
+        emb = self.model.propagate()
+        users, items = F.normalize(emb.users, dim=-1), F.normalize(emb.items, dim=-1)
+        return Representations(users, items, "inner product (of L2-normalised embeddings)")
 
     def negative_probe(self, gen: torch.Generator) -> NegativeProbe:
         return uniform_probe(self.model, self.positives, self.ctx.data.num_items, gen)

@@ -110,6 +110,25 @@ class NegativeProbe:
     sample: Callable[[torch.Tensor, torch.Tensor], Any]
 
 
+@dataclass
+class Representations:
+    """A method's user and item vectors, when its scores are a function of them.
+
+    Attributes:
+        users, items: one row per internal user / item index.
+        score: how a score is computed from a user row and an item row (``inner product``,
+            ``negative squared Lorentz distance, curvature 1/c``), so that a vector index can be
+            built with the same similarity.
+
+    Shapes:
+        users: [U, d]; items: [I, d] (float).
+    """
+
+    users: torch.Tensor
+    items: torch.Tensor
+    score: str
+
+
 class Method(nn.Module):
     """Base class of every method (see the module docstring for the division of labour).
 
@@ -180,6 +199,15 @@ class Method(nn.Module):
         shared by every user (a full-graph propagation) happens here, once per evaluation."""
         raise NotImplementedError
 
+    def representations(self) -> Representations | None:
+        """The vectors the scores are computed from (``oodrec export``), or None for a method
+        whose scores are not a function of one vector per user and per item (DiffRec and CDR
+        score a user's whole history through a network). Called in eval mode, no grad."""
+        return None
+
+    unscored_reason: ClassVar[str] = ""
+    """Why ``representations`` is None (one line, for ``oodrec export``)."""
+
     # ------------------------------------------------------------------ diagnostics
 
     def negative_probe(self, gen: torch.Generator) -> NegativeProbe | None:
@@ -199,7 +227,8 @@ class Method(nn.Module):
         return dataclasses.asdict(self.options)
 
     def load_legacy_state(self, state: dict[str, Any]) -> None:
-        """Load a checkpoint written before methods existed (keys ``model`` / ``sampler``)."""
+        """Load a checkpoint whose state sits under ``model`` / ``sampler`` keys instead of
+        ``method`` (the layout of LightGCN + sampler checkpoints). Default: refuse."""
         raise KeyError("checkpoint has no 'method' state")
 
 
@@ -227,4 +256,12 @@ class OptimizerChain:
             opt.load_state_dict(state[k])
 
 
-__all__ = ["Method", "MethodContext", "NegativeProbe", "OptimizerChain", "Scorer", "TrainData"]
+__all__ = [
+    "Method",
+    "MethodContext",
+    "NegativeProbe",
+    "OptimizerChain",
+    "Representations",
+    "Scorer",
+    "TrainData",
+]

@@ -1,7 +1,9 @@
 """``causaldiff``: CausalDiffRec (Zhao et al., WWW 2025), environment-invariant graph embeddings
-from a VGAE, an environment-inference VAE and an environment-conditioned diffusion (specs 13).
+from a VGAE, an environment-inference VAE and an environment-conditioned diffusion
+(docs/methods/causaldiff.md).
 
-Per epoch, as the official ``run_epoch``, on the **training graph only** (specs 13, pitfalls):
+Per epoch, as the official ``run_epoch``, on the **training graph only**
+(docs/methods/causaldiff.md#departures):
 
 1. ``env`` phase, one batch per outer step: draw K environment graphs (random rewiring with
    ``noise_level``, then the generator's edge flips); per environment, encode with the VGAE,
@@ -34,10 +36,17 @@ from torch import nn
 from oodrec.diffusion.process import q_sample, reverse_chain
 from oodrec.diffusion.schedule import make_schedule
 from oodrec.errors import ConfigError
-from oodrec.methods.base import Method, MethodContext, NegativeProbe, OptimizerChain, Scorer
-from oodrec.methods.diffrec import importance_probs, update_loss_history
-from oodrec.methods.lightgcn import (
+from oodrec.methods.base import (
+    Method,
+    MethodContext,
+    NegativeProbe,
+    OptimizerChain,
+    Representations,
+    Scorer,
+)
+from oodrec.methods.common import (
     build_lightgcn,
+    inner_product_representations,
     inner_product_scorer,
     pair_batches,
     uniform_probe,
@@ -55,6 +64,7 @@ from oodrec.models.causaldiff import (
     random_features,
     vgae_kl_term,
 )
+from oodrec.models.diffrec import importance_probs, update_loss_history
 from oodrec.models.losses import bpr_loss, l2_loss
 from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
@@ -64,8 +74,8 @@ from oodrec.seeding import make_generator
 @dataclass(frozen=True)
 class CausalDiffOptions:
     """CausalDiffRec hyperparameters; defaults are the official ``parameters.py`` and
-    ``train.py``. The latent size is ``model.emb_dim`` (official 8, implied; specs 13 advise 64
-    for a comparison with the other methods)."""
+    ``train.py``. The latent size is ``model.emb_dim`` (official 8, implied;
+    docs/methods/causaldiff.md advise 64 for a comparison with the other methods)."""
 
     num_envs: int = 3
     """K: environment graphs per outer step (their losses give Var_k and Mean_k)."""
@@ -135,9 +145,9 @@ class CausalDiffOptions:
     """Adagrad weight decay of the denoiser (``wd2``)."""
     rec_init: Literal["once", "every_epoch"] = "once"
     """``once``: ``pretrain_steps`` outer steps in the first epoch, then the LightGCN starts from
-    the generated embeddings and is kept (specs 13); ``every_epoch``: as the official loop,
-    ``env_steps`` outer steps per epoch, then the LightGCN (and its Adam state) restarts from
-    freshly generated embeddings."""
+    the generated embeddings and is kept (docs/methods/causaldiff.md); ``every_epoch``: as the
+    official loop, ``env_steps`` outer steps per epoch, then the LightGCN (and its Adam state)
+    restarts from freshly generated embeddings."""
     pretrain_steps: int = 25
     """``once``: outer steps before the LightGCN starts (official: 25 epochs of one step)."""
     env_steps: int = 1
@@ -297,7 +307,8 @@ class CausalDiff(Method):
 
     @torch.no_grad()
     def generate(self, gen: torch.Generator) -> torch.Tensor:
-        """Embeddings of every node from the training graph (specs 13, step 4), no dropout.
+        """Embeddings of every node from the training graph (docs/methods/causaldiff.md#per-epoch),
+        no dropout.
 
         Returns: [U + I, D] (users first).
         """
@@ -417,7 +428,7 @@ class CausalDiff(Method):
     def rec_loss(self, batch: TripletBatch, gen: torch.Generator) -> dict[str, torch.Tensor]:
         """BPR with one uniform negative, plus ``train.l2``: ``selfrec`` as the official code
         (sum of non-squared norms over rows of the propagated u, i, j), ``squared`` on the egos
-        (specs 0.2)."""
+        (docs/methods/lightgcn.md#bpr-and-l2)."""
         tcfg = self.ctx.cfg.train
         users, pos = batch.users, batch.pos_items
         neg = uniform_items(users, self.num_items, gen, positives=self.positives)
@@ -434,6 +445,9 @@ class CausalDiff(Method):
 
     def scorer(self) -> Scorer:
         return inner_product_scorer(self.model)
+
+    def representations(self) -> Representations:
+        return inner_product_representations(self.model)
 
     def negative_probe(self, gen: torch.Generator) -> NegativeProbe:
         return uniform_probe(self.model, self.positives, self.num_items, gen)

@@ -1,5 +1,5 @@
 """``cdr``: CDR (Wang et al., TOIS 2023), a temporal VAE with a sparse cluster-level causal graph
-and an invariance penalty across chronological environments (specs 9).
+and an invariance penalty across chronological environments (docs/methods/cdr.md).
 
 Per batch of users (the official ``main.py::train``): each user's training history is cut into
 T chronological slices (``chronological_slices``) and gathered as multi-hot [T, B, I] inputs
@@ -27,6 +27,7 @@ import torch
 from oodrec.data.csr import CSR
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, Scorer
+from oodrec.methods.common import user_batches
 from oodrec.models.cdr import (
     CDRNetwork,
     chronological_slices,
@@ -46,7 +47,7 @@ NO_TIME = "T=1: the dataset has no timestamps; file order is not used as time"
 @dataclass(frozen=True)
 class CDROptions:
     """CDR hyperparameters; defaults are the official README / ``hyper-parameter.txt`` line for
-    Yelp and the ``main.py`` parser defaults (specs 9)."""
+    Yelp and the ``main.py`` parser defaults (docs/methods/cdr.md)."""
 
     num_envs: int = 3
     """T: chronological environments (per-user time slices) in training. Datasets without
@@ -136,6 +137,10 @@ class CDR(Method):
         "Wang et al., Causal Disentangled Recommendation against User Preference Shifts (CDR), "
         "ACM TOIS 2023"
     )
+    unscored_reason = (
+        "CDR scores a user by running its temporal VAE over the user's whole history; it has "
+        "no single vector per user"
+    )
 
     def __init__(self, ctx: MethodContext, options: CDROptions | None) -> None:
         opts = options or CDROptions()
@@ -220,14 +225,9 @@ class CDR(Method):
 
     def batches(self, epoch: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
         tcfg = self.ctx.cfg.train
-        n, bs = self.users.numel(), tcfg.batch_size
-        perm = self.users[torch.randperm(n, generator=gen, device=self.users.device)]
-        stop = n - n % bs if tcfg.drop_last and n >= bs else n
-        starts = list(range(0, stop, bs))
-        if self.net.bn_a is not None and len(starts) > 1 and stop - starts[-1] == 1:
-            starts.pop()  # BatchNorm cannot train on one user: it joins the previous batch
-        for i, start in enumerate(starts):
-            yield perm[start : starts[i + 1] if i + 1 < len(starts) else stop]
+        # BatchNorm cannot train on one user: a last batch of one joins the previous batch
+        merge = self.net.bn_a is not None
+        return user_batches(self.users, tcfg.batch_size, tcfg.drop_last, gen, merge_single=merge)
 
     def loss(
         self, batch: torch.Tensor, gen: torch.Generator, phase: str = "main"

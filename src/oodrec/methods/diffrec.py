@@ -1,10 +1,10 @@
 """``diffrec``: DiffRec (Wang et al., SIGIR 2023), a diffusion model over interaction vectors.
 
-Per batch of users (specs 11): the binary training history x0 [B, I] is gathered from a sparse
-index (never a dense users x items matrix), a step t is drawn by importance sampling, x_t is the
-forward-noised history, an MLP predicts x0, and the loss is the SNR-difference weighted MSE
-divided by the step's sampling probability. Scores are the posterior-mean reverse chain run from
-the clean history (``sampling_steps`` = 0) through all T steps.
+Per batch of users (docs/methods/diffrec.md): the binary training history x0 [B, I] is gathered from
+a sparse index (never a dense users x items matrix), a step t is drawn by importance sampling, x_t
+is the forward-noised history, an MLP predicts x0, and the loss is the SNR-difference weighted MSE
+divided by the step's sampling probability. Scores are the posterior-mean reverse chain run from the
+clean history (``sampling_steps`` = 0) through all T steps.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
 from oodrec.data.csr import CSR
-from oodrec.diffusion.denoiser import _xavier_normal_, dropout_with, timestep_embedding
 from oodrec.diffusion.process import q_sample, reverse_chain
 from oodrec.diffusion.schedule import make_schedule
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, Scorer
+from oodrec.methods.common import user_batches
+from oodrec.models.diffrec import DiffRecDNN, importance_probs, update_loss_history
 from oodrec.seeding import make_generator
 
-OFFICIAL_LR, OFFICIAL_BATCH = 1e-5, 400  # yelp_clean checkpoint (specs 11)
+OFFICIAL_LR, OFFICIAL_BATCH = 1e-5, 400  # yelp_clean checkpoint (docs/methods/diffrec.md)
 
 
 @dataclass(frozen=True)
@@ -82,115 +82,6 @@ class DiffRecOptions:
             )
 
 
-class DiffRecDNN(nn.Module):
-    """DiffRec's denoiser: [dropout(x_t), Linear(temb(t))] -> tanh MLP -> |I| outputs.
-
-    Layers run I + E -> dims[-1] -> ... -> dims[0] (tanh after each), then dims[0] -> ... ->
-    dims[-1] -> I (tanh between, none at the end), as the official ``DNN`` with
-    ``in_dims = [I] + dims[::-1]``. Weights N(0, 2 / (fan_in + fan_out)), biases N(0, 0.001^2).
-    The time part of the first layer is a per-step bias (no concatenation of a [B, I + E] input).
-
-    Shapes:
-        x [B, I], t [B] long -> [B, I].
-    """
-
-    def __init__(
-        self,
-        num_items: int,
-        dims: tuple[int, ...],
-        emb_size: int,
-        norm: bool,
-        dropout: float,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__()
-        self.emb_size, self.norm, self.p = emb_size, norm, dropout
-        self.emb_layer = nn.Linear(emb_size, emb_size)
-        in_dims = [num_items, *dims[::-1]]
-        out_dims = [*dims, num_items]
-        first = [in_dims[0] + emb_size, *in_dims[1:]]
-        self.in_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(first[:-1], first[1:]))
-        self.out_layers = nn.ModuleList(
-            nn.Linear(a, b) for a, b in zip(out_dims[:-1], out_dims[1:])
-        )
-        for layer in (self.emb_layer, *self.in_layers, *self.out_layers):
-            _xavier_normal_(layer, generator)
-
-    def time_bias(self, t: torch.Tensor) -> torch.Tensor:
-        """First-layer pre-activation contribution of the time embedding. Shape [N, H]."""
-        first = self.in_layers[0]
-        w_t = first.weight[:, first.in_features - self.emb_size :]
-        return self.emb_layer(timestep_embedding(t, self.emb_size)) @ w_t.T + first.bias
-
-    def forward(
-        self, x: torch.Tensor, t: torch.Tensor, gen: torch.Generator | None = None
-    ) -> torch.Tensor:
-        if self.norm:
-            x = torch.nn.functional.normalize(x, dim=-1)
-        if self.training:
-            x = dropout_with(x, self.p, gen)
-        first = self.in_layers[0]
-        w_x = first.weight[:, : first.in_features - self.emb_size]  # [H, I]
-        steps, inverse = torch.unique(t, return_inverse=True)
-        h = torch.addmm(self.time_bias(steps)[inverse], x, w_x.T)
-        h = torch.tanh(h)
-        for layer in self.in_layers[1:]:
-            h = torch.tanh(layer(h))
-        for i, layer in enumerate(self.out_layers):
-            h = layer(h)
-            if i != len(self.out_layers) - 1:
-                h = torch.tanh(h)
-        return h
-
-
-def update_loss_history(
-    history: torch.Tensor, count: torch.Tensor, t: torch.Tensor, loss: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Append a batch's per-row losses to per-step FIFO histories, without a loop over rows.
-
-    Equivalent to DiffRec's sequential update: for each row in order, if step t's history is
-    full, shift it left and write the loss last; else write it at position ``count[t]`` and
-    increment. So each step keeps the last H of (its old entries, its new losses in row order).
-
-    Args:
-        history: [T, H] recorded losses (row t: the first ``count[t]`` are valid).
-        count: [T] long, valid entries per step.
-        t: [B] long, the rows' steps.
-        loss: [B], the rows' losses (detached).
-
-    Returns:
-        The new ``(history [T, H], count [T])``.
-    """
-    steps, width = history.shape
-    order = torch.argsort(t, stable=True)
-    ts, ls = t[order], loss[order].to(history.dtype)
-    n_t = torch.bincount(t, minlength=steps)  # [T]
-    group_start = n_t.cumsum(0) - n_t
-    rank = torch.arange(ts.numel(), device=t.device) - group_start[ts]  # rank within step
-    total = count + n_t
-    drop = (total - width).clamp_min(0)  # oldest entries pushed out, per step
-    new = torch.zeros_like(history)
-    pos = torch.arange(width, device=t.device).unsqueeze(0)  # [1, H]
-    old_pos = pos - drop.unsqueeze(1)  # [T, H]
-    keep_old = (pos < count.unsqueeze(1)) & (old_pos >= 0)
-    rows = torch.arange(steps, device=t.device).unsqueeze(1).expand(steps, width)
-    new[rows[keep_old], old_pos[keep_old]] = history[keep_old]
-    new_pos = count[ts] + rank - drop[ts]
-    keep = new_pos >= 0
-    new[ts[keep], new_pos[keep]] = ls[keep]
-    return new, total.clamp_max(width)
-
-
-def importance_probs(history: torch.Tensor, uniform_prob: float) -> torch.Tensor:
-    """p_t proportional to sqrt(mean_h L_{t,h}^2), mixed with ``uniform_prob`` uniform mass.
-
-    Shapes: history [T, H] -> [T] (sums to 1).
-    """
-    lt = history.pow(2).mean(-1).sqrt()
-    p = lt / lt.sum()
-    return p * (1.0 - uniform_prob) + uniform_prob / p.numel()
-
-
 class DiffRec(Method):
     """DiffRec: denoising diffusion over each user's interaction vector.
 
@@ -201,6 +92,10 @@ class DiffRec(Method):
 
     Options = DiffRecOptions
     paper = "Wang et al., Diffusion Recommender Model (DiffRec), SIGIR 2023"
+    unscored_reason = (
+        "DiffRec scores a user by denoising the user's whole interaction vector; it has no "
+        "vector per user or item"
+    )
 
     def __init__(self, ctx: MethodContext, options: DiffRecOptions | None) -> None:
         opts = options or DiffRecOptions()
@@ -243,12 +138,7 @@ class DiffRec(Method):
 
     def batches(self, epoch: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
         tcfg = self.ctx.cfg.train
-        n = self.users.numel()
-        perm = torch.randperm(n, generator=gen, device=self.users.device)
-        bs = tcfg.batch_size
-        stop = n - n % bs if tcfg.drop_last and n >= bs else n
-        for start in range(0, stop, bs):
-            yield self.users[perm[start : start + bs]]
+        return user_batches(self.users, tcfg.batch_size, tcfg.drop_last, gen)
 
     def x0(self, users: torch.Tensor) -> torch.Tensor:
         """Binary training histories of ``users``, gathered from the sparse index. [B, I]."""

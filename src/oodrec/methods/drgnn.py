@@ -1,4 +1,5 @@
-"""``drgnn``: DR-GNN (Wang et al., WWW 2024), KL-DRO over the propagation graph (specs 10).
+"""``drgnn``: DR-GNN (Wang et al., WWW 2024), KL-DRO over the propagation graph
+(docs/methods/drgnn.md).
 
 Per training step (official ``enable_DRO=1``, augmentation on, full batch):
 
@@ -30,9 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from oodrec.errors import ConfigError
-from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer
-from oodrec.methods.lightgcn import (
+from oodrec.methods.base import Method, MethodContext, NegativeProbe, Representations, Scorer
+from oodrec.methods.common import (
     build_lightgcn,
+    inner_product_representations,
     inner_product_scorer,
     pair_batches,
     uniform_probe,
@@ -269,6 +271,9 @@ class DRGNN(Method):
 
     def scorer(self) -> Scorer:
         return inner_product_scorer(self.model)  # the plain graph, not A_hat * L
+
+    def representations(self) -> Representations:
+        return inner_product_representations(self.model)
 
     def negative_probe(self, gen: torch.Generator) -> NegativeProbe:
         return uniform_probe(self.model, self.positives, self.ctx.data.num_items, gen)

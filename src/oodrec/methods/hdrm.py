@@ -1,5 +1,5 @@
-"""``hdrm``: stage 2 of HDRM (Yuan et al., WWW 2025; specs 12), conditional diffusion in the
-tangent space of a pretrained hyperbolic LightGCN.
+"""``hdrm``: stage 2 of HDRM (Yuan et al., WWW 2025; docs/methods/hdrm.md), conditional diffusion in
+the tangent space of a pretrained hyperbolic LightGCN.
 
 Train stage 1 first, then stage 2 on its run directory (same dataset, same seed or not)::
 
@@ -49,12 +49,13 @@ import torch
 from oodrec.diffusion.process import q_sample, reverse_chain
 from oodrec.diffusion.schedule import DiffusionSchedule, betas_for, schedule_from_betas
 from oodrec.errors import ConfigError
-from oodrec.methods.base import Method, MethodContext, OptimizerChain, Scorer
+from oodrec.methods.base import Method, MethodContext, OptimizerChain, Representations, Scorer
+from oodrec.methods.common import UserSampledPairs
 from oodrec.methods.hdrm_backbone import (
     Sampling,
-    UserSampler,
     check_shared,
     epoch_batches,
+    hyperbolic_score,
     margin_diagnostics,
     margin_loss,
     record_margin_stats,
@@ -176,7 +177,7 @@ def recon_loss(
 
 
 class HDRM(Method):
-    """HDRM stage 2: user / item denoisers on a frozen hyperbolic LightGCN (specs 12).
+    """HDRM stage 2: user / item denoisers on a frozen hyperbolic LightGCN (docs/methods/hdrm.md).
 
     Paper: Meng Yuan et al., "Hyperbolic Diffusion Recommender Model", WWW 2025 (official code
     yuanmeng-cpu/HDRM). Needs a finished ``hdrm_backbone`` run: ``model.backbone_run=RUN``.
@@ -203,7 +204,7 @@ class HDRM(Method):
         )
         self.sched = hdrm_schedule(opts).to(ctx.device)
         self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
-        self.pair_sampler = UserSampler(data)
+        self.user_pairs = UserSampledPairs(data)
         self._frozen: tuple[torch.Tensor, torch.Tensor] | None = None
         self._stats: dict[str, torch.Tensor] = {}
         self.register_load_state_dict_post_hook(lambda module, keys: module._clear_cache())
@@ -256,7 +257,7 @@ class HDRM(Method):
         self._stats = {}
 
     def batches(self, epoch: int, gen: torch.Generator) -> Iterator[TripletBatch]:
-        return epoch_batches(self, self.pair_sampler, self.options.sampling, gen)
+        return epoch_batches(self, self.user_pairs, self.options.sampling, gen)
 
     def noised(self, x0: torch.Tensor, t: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """q(x_t | x_0) with standard or (``restrict``) directional noise. Shapes: [N, D]."""
@@ -327,6 +328,12 @@ class HDRM(Method):
         users_m = bb.to_manifold(self.user_vectors())
         items_m = bb.to_manifold(self.tangent()[1])
         return lambda users: -pairwise_sqdist(users_m[users], items_m, c)
+
+    def representations(self) -> Representations:
+        bb = self.backbone
+        users_m = bb.to_manifold(self.user_vectors())
+        items_m = bb.to_manifold(self.tangent()[1])
+        return Representations(users_m, items_m, hyperbolic_score(self.c))
 
     def diagnostics(self) -> dict[str, float]:
         return margin_diagnostics(self._stats)

@@ -1,8 +1,9 @@
 """``hdrm_backbone``: stage 1 of HDRM, the hyperbolic LightGCN trained with HGCF's margin loss.
 
-HDRM (Yuan et al., WWW 2025, specs 12) trains its denoisers on a pretrained, frozen hyperbolic
-LightGCN whose pretraining code is not released. This stage trains that backbone with HGCF-like
-settings and is selected on val like every run; stage 2 (``hdrm``) then loads its best checkpoint.
+HDRM (Yuan et al., WWW 2025, docs/methods/hdrm.md) trains its denoisers on a pretrained, frozen
+hyperbolic LightGCN whose pretraining code is not released. This stage trains that backbone with
+HGCF-like settings and is selected on val like every run; stage 2 (``hdrm``) then loads its best
+checkpoint.
 The two commands::
 
     oodrec train --dataset food --model hdrm_backbone --seed 1
@@ -36,8 +37,8 @@ import torch
 
 from oodrec.data.graph import normalized_adjacency
 from oodrec.errors import ConfigError
-from oodrec.methods.base import Method, MethodContext, Scorer, TrainData
-from oodrec.methods.lightgcn import pair_batches
+from oodrec.methods.base import Method, MethodContext, Representations, Scorer, TrainData
+from oodrec.methods.common import UserSampledPairs, pair_batches
 from oodrec.models.hdrm import HyperbolicLightGCN
 from oodrec.models.hyperbolic import pairwise_sqdist, sqdist
 from oodrec.models.hyperbolic_optim import RiemannianSGD
@@ -103,36 +104,6 @@ def train_fingerprint(data: TrainData) -> str:
     return h.hexdigest()[:16]
 
 
-class UserSampler:
-    """LightGCN's original sampler, vectorised: uniform users (among those with a training item),
-    then a uniform positive of each.
-
-    Args:
-        data: the training view.
-    """
-
-    def __init__(self, data: TrainData) -> None:
-        order = torch.argsort(data.users * data.num_items + data.items)
-        self.items = data.items[order]  # grouped by user
-        self.deg = torch.bincount(data.users, minlength=data.num_users)
-        self.start = self.deg.cumsum(0) - self.deg
-        self.active = torch.nonzero(self.deg > 0).squeeze(1)
-        self.size = data.users.numel()
-
-    def batches(
-        self, batch_size: int, drop_last: bool, gen: torch.Generator
-    ) -> Iterator[TripletBatch]:
-        """|train| draws, in batches of ``batch_size``."""
-        n, dev = self.size, self.items.device
-        users = self.active[torch.randint(self.active.numel(), (n,), generator=gen, device=dev)]
-        deg = self.deg[users]
-        offset = (torch.rand(n, generator=gen, device=dev) * deg).long().minimum(deg - 1)
-        pos = self.items[self.start[users] + offset]
-        stop = n - n % batch_size if drop_last and n >= batch_size else n
-        for start in range(0, stop, batch_size):
-            yield TripletBatch(users[start : start + batch_size], pos[start : start + batch_size])
-
-
 def build_backbone(ctx: MethodContext, c: float, init_scale: float) -> HyperbolicLightGCN:
     """The hyperbolic LightGCN of ``ctx`` (``model.emb_dim``, ``model.num_layers``), initialised
     from the run seed's ``init`` stream, on ``ctx.device``."""
@@ -157,13 +128,21 @@ def build_backbone(ctx: MethodContext, c: float, init_scale: float) -> Hyperboli
 
 
 def epoch_batches(
-    method: Method, sampler: UserSampler, sampling: Sampling, gen: torch.Generator
+    method: Method, user_pairs: UserSampledPairs, sampling: Sampling, gen: torch.Generator
 ) -> Iterator[TripletBatch]:
     """The epoch's pair batches of an HDRM stage (``sampling``: ``user`` or ``pair``)."""
     tcfg = method.ctx.cfg.train
     if sampling == "user":
-        return sampler.batches(tcfg.batch_size, tcfg.drop_last, gen)
+        return user_pairs.batches(tcfg.batch_size, tcfg.drop_last, gen)
     return pair_batches(method.ctx.data, tcfg.batch_size, tcfg.drop_last, gen)
+
+
+def hyperbolic_score(c: float) -> str:
+    """How HDRM's scores follow from its points on the hyperboloid (``Representations.score``)."""
+    return (
+        f"negative squared Lorentz distance on the hyperboloid of curvature -1/{c:g} "
+        "(oodrec.models.hyperbolic.sqdist); rows are points in Lorentz coordinates"
+    )
 
 
 class HDRMBackbone(Method):
@@ -184,7 +163,7 @@ class HDRMBackbone(Method):
         data = ctx.data
         self.backbone = build_backbone(ctx, opts.c, opts.init_scale)
         self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
-        self.pair_sampler = UserSampler(data)
+        self.user_pairs = UserSampledPairs(data)
         self._fingerprint: str | None = None
         self._stats: dict[str, torch.Tensor] = {}
 
@@ -218,7 +197,7 @@ class HDRMBackbone(Method):
         self._stats = {}
 
     def batches(self, epoch: int, gen: torch.Generator) -> Iterator[TripletBatch]:
-        return epoch_batches(self, self.pair_sampler, self.options.sampling, gen)
+        return epoch_batches(self, self.user_pairs, self.options.sampling, gen)
 
     def loss(
         self, batch: TripletBatch, gen: torch.Generator, phase: str = "main"
@@ -238,6 +217,12 @@ class HDRMBackbone(Method):
         user_t, item_t = bb.tangent()
         users_m, items_m = bb.to_manifold(user_t), bb.to_manifold(item_t)
         return lambda users: -pairwise_sqdist(users_m[users], items_m, c)
+
+    def representations(self) -> Representations:
+        bb = self.backbone
+        user_t, item_t = bb.tangent()
+        users_m, items_m = bb.to_manifold(user_t), bb.to_manifold(item_t)
+        return Representations(users_m, items_m, hyperbolic_score(self.options.c))
 
     def diagnostics(self) -> dict[str, float]:
         return margin_diagnostics(self._stats)

@@ -1,5 +1,6 @@
 """``invcf``: InvCF (Zhang et al., WWW 2023), LightGCN with disentangled preference and
-popularity embeddings trained to be invariant to the popularity part (specs 7, ``DEBIAS_BPR``).
+popularity embeddings trained to be invariant to the popularity part (docs/methods/invcf.md,
+``DEBIAS_BPR``).
 
 Per batch of positive pairs with one uniform negative each:
 
@@ -27,15 +28,16 @@ import torch
 from torch import nn
 
 from oodrec.errors import ConfigError
-from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer
-from oodrec.methods.lightgcn import (
+from oodrec.methods.base import Method, MethodContext, NegativeProbe, Representations, Scorer
+from oodrec.methods.common import (
     build_lightgcn,
+    inner_product_representations,
     inner_product_scorer,
     pair_batches,
     uniform_probe,
 )
 from oodrec.models.base import Embeddings
-from oodrec.models.lightgcn import _init_, layer_stack
+from oodrec.models.lightgcn import init_embedding_, layer_stack
 from oodrec.models.losses import bpr_loss, l2_loss
 from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
@@ -146,7 +148,7 @@ class InvCF(Method):
         with torch.no_grad():
             for p in (self.user_pop, self.item_pop):
                 cpu = torch.empty(p.shape)
-                _init_(cpu, ctx.cfg.model.init, gen)
+                init_embedding_(cpu, ctx.cfg.model.init, gen)
                 p.copy_(cpu)
         self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
 
@@ -221,6 +223,9 @@ class InvCF(Method):
 
     def scorer(self) -> Scorer:
         return inner_product_scorer(self.model)
+
+    def representations(self) -> Representations:
+        return inner_product_representations(self.model)
 
     def negative_probe(self, gen: torch.Generator) -> NegativeProbe:
         return uniform_probe(self.model, self.positives, self.ctx.data.num_items, gen)

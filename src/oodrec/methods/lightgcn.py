@@ -1,9 +1,10 @@
-"""``lightgcn``: LightGCN + BPR + L2 with any registered negative sampler (specs 0.1-0.3).
+"""``lightgcn``: LightGCN + BPR + L2 with any registered negative sampler
+(docs/methods/lightgcn.md).
 
-This is the training rule the Trainer used to own, moved verbatim: per batch, one full-graph
-propagation, the sampler's negatives, BPR on the pooled embeddings, L2 on the batch's ego
-embeddings, plus the sampler's own terms (``aux_loss``); one Adam over the backbone and the
-sampler's parameter groups. Scores are inner products of the pooled embeddings.
+Per batch of training pairs: one full-graph propagation, the sampler's negatives, BPR on the
+pooled embeddings, L2 on the batch's ego embeddings, plus the sampler's own terms
+(``aux_loss``); one Adam over the backbone and the sampler's parameter groups. Scores are inner
+products of the pooled embeddings.
 """
 
 from __future__ import annotations
@@ -14,37 +15,21 @@ from typing import Any
 
 import torch
 
-from oodrec.data.graph import normalized_adjacency
-from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer, TrainData
-from oodrec.models.lightgcn import LightGCN
+from oodrec.methods.base import Method, MethodContext, NegativeProbe, Representations, Scorer
+from oodrec.methods.common import (
+    build_lightgcn,
+    inner_product_representations,
+    inner_product_scorer,
+    pair_batches,
+)
 from oodrec.models.losses import bpr_loss, l2_loss
 from oodrec.samplers import (
-    SAMPLERS,
     NegativeSampler,
     PositiveIndex,
     SamplerContext,
     TripletBatch,
     build_sampler,
 )
-from oodrec.seeding import make_generator
-
-
-def build_lightgcn(ctx: MethodContext) -> LightGCN:
-    """The LightGCN backbone of ``ctx`` (``model.emb_dim``, ``num_layers``, ``init``),
-    initialised from the run seed's ``init`` stream, on ``ctx.device``."""
-    cfg, data = ctx.cfg, ctx.data
-    adj = normalized_adjacency(data.users, data.items, data.num_users, data.num_items)
-    gen = make_generator(cfg.seed, "init")
-    model = LightGCN(
-        data.num_users,
-        data.num_items,
-        cfg.model.emb_dim,
-        cfg.model.num_layers,
-        adj.to(ctx.device),
-        init=cfg.model.init,
-        generator=gen,
-    )
-    return model.to(ctx.device)
 
 
 def sampler_context(ctx: MethodContext) -> SamplerContext:
@@ -61,41 +46,6 @@ def sampler_context(ctx: MethodContext) -> SamplerContext:
         dataset=data.name,
         seed=cfg.seed,
     )
-
-
-def pair_batches(
-    data: TrainData, batch_size: int, drop_last: bool, gen: torch.Generator
-) -> Iterator[TripletBatch]:
-    """Shuffled batches of training pairs (one permutation per epoch, drawn from ``gen``)."""
-    n = data.users.numel()
-    perm = torch.randperm(n, generator=gen, device=data.users.device)
-    stop = n - n % batch_size if drop_last and n >= batch_size else n
-    for start in range(0, stop, batch_size):
-        idx = perm[start : start + batch_size]
-        yield TripletBatch(data.users[idx], data.items[idx])
-
-
-def uniform_probe(
-    model: LightGCN, positives: PositiveIndex, num_items: int, gen: torch.Generator
-) -> NegativeProbe:
-    """A false-hard-negative probe with one uniform negative per pair (methods that draw their
-    own uniform negatives: InvCF, AdvInfoNCE, DR-GNN)."""
-    from oodrec.samplers import Negatives
-    from oodrec.samplers.base import uniform_items
-
-    emb = model.propagate()
-
-    def sample(users: torch.Tensor, pos: torch.Tensor) -> Negatives:
-        ids = uniform_items(users, num_items, gen, positives=positives)
-        return Negatives(emb=emb.items[ids], ids=ids)
-
-    return NegativeProbe(emb, sample)
-
-
-def inner_product_scorer(model: LightGCN) -> Scorer:
-    """Scores as inner products of one full propagation's pooled embeddings."""
-    emb = model.propagate()
-    return lambda users: emb.users[users] @ emb.items.T
 
 
 class LightGCNMethod(Method):
@@ -152,6 +102,9 @@ class LightGCNMethod(Method):
     def scorer(self) -> Scorer:
         return inner_product_scorer(self.model)
 
+    def representations(self) -> Representations:
+        return inner_product_representations(self.model)
+
     def negative_probe(self, gen: torch.Generator) -> NegativeProbe:
         emb = self.model.propagate()
         return NegativeProbe(
@@ -162,7 +115,7 @@ class LightGCNMethod(Method):
         return self.sampler.diagnostics()
 
     def describe(self) -> dict[str, Any]:
-        opts = getattr(self.sampler, "opt", None) or getattr(self.sampler, "options", None)
+        opts = self.sampler.options
         resolved = dataclasses.asdict(opts) if dataclasses.is_dataclass(opts) else {}
         return {"sampler": self.ctx.cfg.sampler.name, "sampler_options": resolved}
 
@@ -170,8 +123,3 @@ class LightGCNMethod(Method):
         self.model.load_state_dict(state["model"])
         if state.get("sampler") is not None:
             self.sampler.load_state_dict(state["sampler"])
-
-
-def sampler_names() -> list[str]:
-    """The negative samplers ``lightgcn`` accepts."""
-    return SAMPLERS.names()

@@ -1,1 +1,1 @@
-"""Recommender backbones."""
+"""The networks of the methods (backbones, denoisers, encoders) and their loss terms."""

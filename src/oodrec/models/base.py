@@ -1,11 +1,10 @@
-"""The Recommender protocol and the Embeddings type shared by models and samplers."""
+"""``Embeddings``, the result of a propagation, shared by models, samplers and the evaluator."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 
 @dataclass(frozen=True)
@@ -27,26 +26,3 @@ class Embeddings:
     item_ego: torch.Tensor
     item_layers: torch.Tensor | None = None
     user_layers: torch.Tensor | None = None
-
-
-class Recommender(nn.Module):
-    """A model that propagates to embeddings and scores users against all items.
-
-    Subclasses implement ``propagate``; ``score`` defaults to inner products.
-    """
-
-    num_users: int
-    num_items: int
-
-    def propagate(self) -> Embeddings:  # pragma: no cover - abstract
-        """Full-graph propagation (with gradients when training)."""
-        raise NotImplementedError
-
-    def score(self, users: torch.Tensor, emb: Embeddings | None = None) -> torch.Tensor:
-        """Scores of ``users`` against every item.
-
-        Shapes:
-            users: [B] -> scores [B, I].
-        """
-        emb = emb if emb is not None else self.propagate()
-        return emb.users[users] @ emb.items.T

@@ -1,4 +1,5 @@
-"""Networks and sparse graph pieces of CausalDiffRec (Zhao et al., WWW 2025), specs 13.
+"""Networks and sparse graph pieces of CausalDiffRec (Zhao et al., WWW 2025),
+docs/methods/causaldiff.md.
 
 Node ids: users ``0..U-1``, items ``U..U+I-1`` (N = U + I). Every graph here is an undirected
 user-item edge list (``user * I + item`` keys); no function builds an N x N dense tensor, so
@@ -79,7 +80,8 @@ def environment_keys(
     flip_items: torch.Tensor,
     gen: torch.Generator,
 ) -> torch.Tensor:
-    """One environment graph: random rewiring, then the generator's flips (specs 13, step 1).
+    """One environment graph: random rewiring, then the generator's flips
+    (docs/methods/causaldiff.md#per-epoch).
 
     Each training edge is replaced, with probability ``noise_level``, by a uniformly random
     user-item pair; then every flipped pair is toggled (removed if present, added if not).

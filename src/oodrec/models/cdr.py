@@ -1,4 +1,4 @@
-"""Network and loss pieces of CDR (Wang et al., TOIS 2023), specs 9.
+"""Network and loss pieces of CDR (Wang et al., TOIS 2023), docs/methods/cdr.md.
 
 Notation: T environments (chronological slices of each user's history), I items, a / K latent
 sizes of the user state a_t and the preference state z_t, C clusters of the causal graph.
@@ -99,7 +99,7 @@ def _run(layers: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
 
 
 class CDRNetwork(nn.Module):
-    """CDR's temporal VAE with the sparse cluster-level causal graph (specs 9, step 2).
+    """CDR's temporal VAE with the sparse cluster-level causal graph (docs/methods/cdr.md).
 
     Per slice t, with z_0 = 0:
 
@@ -173,7 +173,7 @@ class CDRNetwork(nn.Module):
         """The encoder on the L2-normalised (and, training, dropped-out) interaction vectors.
 
         The input layer multiplies only the nonzero entries (a sparse product): interaction
-        vectors hold a fraction of a percent of the items, and the dense product was the
+        vectors hold a fraction of a percent of the items, and a dense product would be the
         largest cost of an epoch. Dropout draws its mask for those entries only; a dropped
         zero is zero either way, so the distribution is that of dense inverted dropout.
 

@@ -1,6 +1,6 @@
-"""HDRM's networks (Yuan et al., WWW 2025; specs 12): the hyperbolic LightGCN backbone and the
-conditional denoiser. The training rules live in ``oodrec.methods.hdrm_backbone`` (stage 1) and
-``oodrec.methods.hdrm`` (stage 2).
+"""HDRM's networks (Yuan et al., WWW 2025; docs/methods/hdrm.md): the hyperbolic LightGCN backbone
+and the conditional denoiser. The training rules live in ``oodrec.methods.hdrm_backbone`` (stage 1)
+and ``oodrec.methods.hdrm`` (stage 2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Riemannian operations on the hyperboloid (Lorentz) model, HGCN / HGCF conventions (specs 12).
+"""Riemannian operations on the hyperboloid (Lorentz) model, HGCN / HGCF conventions
+(docs/methods/hdrm.md).
 
 Notation: curvature -c (c > 0), K = 1 / c. A point x in R^{D} lies on the upper sheet
 ``-x_0^2 + x_1^2 + ... + x_{D-1}^2 = -K`` (coordinate 0 is the time-like one), so an ambient

@@ -1,5 +1,5 @@
 """Riemannian SGD with momentum on the hyperboloid (HGCF's ``rgd/rsgd.py``; HDRM uses it for the
-embeddings, specs 12).
+embeddings, docs/methods/hdrm.md).
 
 Per parameter (a matrix whose rows are hyperboloid points of curvature -c), one step is:
 

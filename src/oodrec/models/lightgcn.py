@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from oodrec.models.base import Embeddings, Recommender
+from oodrec.models.base import Embeddings
 
 
 class _SymmetricSpMM(torch.autograd.Function):
@@ -42,7 +42,7 @@ def layer_stack(adj: torch.Tensor, ego: torch.Tensor, num_layers: int) -> torch.
     return torch.stack(layers)
 
 
-class LightGCN(Recommender):
+class LightGCN(nn.Module):
     """LightGCN backbone: E^(l+1) = A_hat E^(l), E = mean_{l=0..L} E^(l) (layer 0 included).
 
     Paper: Xiangnan He et al., "LightGCN: Simplifying and Powering Graph Convolution Network for
@@ -81,7 +81,7 @@ class LightGCN(Recommender):
         self.register_buffer("adj", adj, persistent=False)
         with torch.no_grad():
             for p in (self.user_emb, self.item_emb):
-                _init_(p, init, generator)
+                init_embedding_(p, init, generator)
 
     def propagate(self) -> Embeddings:
         """All users' and items' pooled embeddings, with the per-layer stacks."""
@@ -99,7 +99,9 @@ class LightGCN(Recommender):
         )
 
 
-def _init_(p: torch.Tensor, init: str, generator: torch.Generator | None) -> None:
+def init_embedding_(p: torch.Tensor, init: str, generator: torch.Generator | None) -> None:
+    """Initialise the [N, D] table ``p`` in place: ``xavier_uniform``, ``xavier_normal`` or
+    ``normal`` (N(0, 0.1^2)), drawing from ``generator``. Raises ValueError on another name."""
     fan_in, fan_out = p.shape[1], p.shape[0]
     if init == "xavier_uniform":
         bound = (6.0 / (fan_in + fan_out)) ** 0.5

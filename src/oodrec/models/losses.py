@@ -1,4 +1,4 @@
-"""BPR loss and L2 regularisation (specs 0.2)."""
+"""BPR loss and L2 regularisation (docs/methods/lightgcn.md#bpr-and-l2)."""
 
 from __future__ import annotations
 

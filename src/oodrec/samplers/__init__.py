@@ -32,11 +32,11 @@ SAMPLERS.register("dmns", DMNSSampler)
 
 
 def sampler_train_overrides(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Config changes outside the sampler that a sampler's options imply (e.g. CNSDiff's
-    ``code_faithful`` mode uses the code's L2 form). Applied at the CLI / grid boundary, before
-    explicit user overrides, so that the resolved config.yaml shows them."""
-    hook = getattr(SAMPLERS.get(name), "train_overrides", None)
-    return hook(options) if hook else {}
+    """Config changes outside the sampler that sampler ``name``'s options imply
+    (``NegativeSampler.train_overrides``; e.g. CNSDiff's ``code_faithful`` mode uses the code's
+    L2 form). Applied at the CLI / grid boundary, before explicit user overrides, so that the
+    resolved config.yaml shows them."""
+    return SAMPLERS.get(name).train_overrides(options)
 
 
 def sampler_horizon_option(name: str) -> str | None:

@@ -1,4 +1,4 @@
-"""AHNS: adaptive hardness negative sampling, instance AHNS_{p<0} (specs section 5)."""
+"""AHNS: adaptive hardness negative sampling, instance AHNS_{p<0} (docs/samplers/ahns.md)."""
 
 from __future__ import annotations
 

@@ -177,8 +177,9 @@ def redraw_collisions(
 class NegativeSampler(nn.Module):
     """Base class of every negative sampler.
 
-    Subclasses declare an ``Options`` frozen dataclass (every field documented) and implement
-    ``sample``. They are built with ``from_options(ctx, options)``, which fails on unknown keys.
+    Subclasses declare an ``Options`` frozen dataclass (every field documented), store their
+    parsed options as ``self.options`` and implement ``sample``. They are built with
+    ``from_options(ctx, options)``, which fails on unknown keys.
     """
 
     Options: ClassVar[type] = type(None)
@@ -191,11 +192,21 @@ class NegativeSampler(nn.Module):
     def __init__(self, ctx: SamplerContext) -> None:
         super().__init__()
         self.ctx = ctx
+        self.options: Any = None
+        """The parsed ``Options`` (resolved, where a sampler fills defaults from presets); the
+        run record reports them."""
 
     @classmethod
     def from_options(cls, ctx: SamplerContext, options: dict[str, Any]) -> NegativeSampler:
         """Build the sampler from a (possibly partial) options mapping."""
         return cls(ctx, parse_options(cls.Options, options, cls.__name__, "sampler."))
+
+    @classmethod
+    def train_overrides(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Config settings outside ``sampler.options`` that the sampler's (raw) options imply,
+        e.g. CNSDiff ``code_faithful``'s L2 form. Applied before explicit user settings, so that
+        the resolved config.yaml shows them and an explicit ``--set`` still wins."""
+        return {}
 
     @classmethod
     def inert_options(cls, options: Any, dataset: str) -> dict[str, str]:

@@ -112,7 +112,8 @@ def variational_diffusion_loss(
     supervision: float,
     likelihood_scale: str,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L_sampling + lambda_1 * L_causal of the proposal in specs 1.6 (negative Eq. 17 bound).
+    """L_sampling + lambda_1 * L_causal of the proposal in
+    docs/samplers/cnsdiff.md#the-causal-regulariser (negative Eq. 17 bound).
 
     L_causal = mean_b [ sum_e q(e|x_t,t) D_t(e) + KL(q || p0) ] + gamma * CE(q, e_obs) with
     D_t(e) = 1/2 w_t ||x0 - f(x_t, t, e)||^2 (divided by D for ``likelihood_scale="mean"``);
@@ -162,7 +163,8 @@ def rex_diffusion_loss(
     causal_weight: float,
     use_causal: bool,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Diffusion loss + causal_weight * Var_e(mean loss in environment e) (specs 1.6, "rex")."""
+    """Diffusion loss + causal_weight * Var_e(mean loss in environment e)
+    (docs/samplers/cnsdiff.md#the-causal-regulariser, "rex")."""
     t, _, x_t = _noised(sched, x0, gen)
     x0_hat = denoiser(x_t, t, dropout_gen=gen)
     per_row = x0_loss_terms(sched, x0, t, x0_hat)  # [B]

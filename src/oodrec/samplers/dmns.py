@@ -1,5 +1,5 @@
-"""DMNS adapted to recommendation (specs 6): multi-level negatives from a conditional diffusion
-model that generates an item embedding for a user, started from pure noise."""
+"""DMNS adapted to recommendation (docs/samplers/dmns.md): multi-level negatives from a conditional
+diffusion model that generates an item embedding for a user, started from pure noise."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from oodrec.seeding import make_generator
 
 @dataclass(frozen=True)
 class DMNSOptions:
-    """DMNS hyperparameters (official defaults where they apply, specs 6)."""
+    """DMNS hyperparameters (official defaults where they apply, docs/samplers/dmns.md)."""
 
     steps: int = 50
     """Diffusion steps T (linear beta schedule)."""
@@ -70,7 +70,7 @@ class DMNSSampler(NegativeSampler):
             raise ConfigError("sampler.loss: only 'bpr' is implemented for the LightGCN plug-in")
         if any(not 0 <= k < o.steps for k in o.levels):
             raise ConfigError(f"sampler.levels must lie in [0, {o.steps}), got {o.levels}")
-        self.opt = o
+        self.options = o
         self.sched = make_schedule("linear", o.steps, 1.0, o.beta_min, o.beta_max).to(ctx.device)
         self.denoiser = FiLMDenoiser(
             ctx.emb_dim,
@@ -81,7 +81,7 @@ class DMNSSampler(NegativeSampler):
         self.register_buffer("weights", w / w.sum())
 
     def param_groups(self) -> list[dict[str, Any]]:
-        return [{"params": list(self.denoiser.parameters()), "lr": self.opt.denoiser_lr}]
+        return [{"params": list(self.denoiser.parameters()), "lr": self.options.denoiser_lr}]
 
     def sample(self, batch: TripletBatch, emb: Embeddings, gen: torch.Generator) -> Negatives:
         rand_ids = uniform_items(batch.users, self.ctx.num_items, gen, positives=self.ctx.positives)
@@ -89,9 +89,9 @@ class DMNSSampler(NegativeSampler):
         with torch.no_grad():
             noise = torch.randn(cond.shape, generator=gen, device=cond.device, dtype=cond.dtype)
             states = ancestral_eps_chain(
-                self.sched, noise, lambda x, t: self.denoiser(x, t, cond), self.opt.levels, gen
+                self.sched, noise, lambda x, t: self.denoiser(x, t, cond), self.options.levels, gen
             )
-            gen_negs = torch.stack([states[k] for k in self.opt.levels], dim=1)  # [B, L, D]
+            gen_negs = torch.stack([states[k] for k in self.options.levels], dim=1)  # [B, L, D]
         neg = torch.cat([emb.items[rand_ids].unsqueeze(1), gen_negs], dim=1)  # [B, 1+L, D]
         # weights sum to 1 over the 1 + L terms: the BPR sum becomes their weighted mean
         # L2 applies to the real negative only (generated ones have no ego embedding)

@@ -1,4 +1,4 @@
-"""DNS(M, N): keep the M highest-scored of N uniform candidates (specs section 3)."""
+"""DNS(M, N): keep the M highest-scored of N uniform candidates (docs/samplers/dns.md)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ class DNSOptions:
     """``topm``: return all M negatives and sum their BPR terms (official, WWW'23 code);
     ``pick_one``: return one of the top M, chosen uniformly (AHNS repository's ``dns_mn``)."""
     exclude_positives: bool = True
-    """Redraw candidates that are training positives (spec 0.3). False: the official sampler,
-    which draws from all items."""
+    """Redraw candidates that are training positives (docs/samplers/rns.md#per-batch). False: the
+    official sampler, which draws from all items."""
     reduction: Literal["mean", "sum"] = "mean"
     """``mean``: BPR averaged over the batch (summed over the M negatives), so that learning
     rates are comparable with other samplers; ``sum``: summed over the batch as well, like the

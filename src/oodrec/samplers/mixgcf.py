@@ -1,4 +1,5 @@
-"""MixGCF: synthesised hard negatives by positive mixing and hop mixing (specs section 4)."""
+"""MixGCF: synthesised hard negatives by positive mixing and hop mixing
+(docs/samplers/mixgcf.md)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,17 +14,18 @@ from typing import Any
 import torch
 
 from oodrec._threads import apply_threads
-from oodrec.config import SPLITS, ExperimentConfig, validate_config
+from oodrec.config import SPLITS, ExperimentConfig
 from oodrec.data.csr import CSR
 from oodrec.data.dataset import InteractionDataset
 from oodrec.device import check_device
 from oodrec.errors import ConfigError, RunError
 from oodrec.eval.evaluate import Evaluator, SplitResult
 from oodrec.eval.fhn import negative_diagnostics, true_fhn
+from oodrec.experiment import check
 from oodrec.methods import Method, TrainData, build_method
 from oodrec.runs import RunDir, atomic_save, load_checkpoint, load_method_state
 from oodrec.seeding import derive_seed, make_generator, seed_everything
-from oodrec.train.record import build_record
+from oodrec.train.record import FinishedRun, build_record
 from oodrec.train.selection import Selector
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,9 @@ class TrainResult:
 class Trainer:
     """Trains the method ``cfg.model`` on ``dataset``; writes ``run_dir`` if given.
 
+    The Trainer trusts what it is given: ``cfg`` is checked (``oodrec.experiment``), its device
+    exists (``oodrec.device.check_device``), and the caller holds ``run_dir``'s lock.
+
     The Trainer owns epochs, stepping, gradient clipping, evaluation, selection, early stopping,
     checkpoints and records; the method owns its batches, losses, optimisers and scorer (see
     ``oodrec.methods.base``). The method is built from the training split only.
@@ -77,8 +82,7 @@ class Trainer:
         self.dataset = dataset
         self.run_dir = run_dir
         self.show_progress = show_progress
-        validate_config(cfg)
-        self.device = check_device(cfg.train.device)
+        self.device = torch.device(cfg.train.device)
         apply_threads(cfg.train.threads)
         seed_everything(cfg.seed, cfg.train.deterministic)
         absent = set(getattr(dataset.report, "absent_splits", []) or [])
@@ -368,7 +372,7 @@ class Trainer:
                 f"ones; start the run again with --overwrite"
             )
         metrics = {s: r.means for s, r in self.best_eval.items()}
-        record = self.make_record(metrics, stopped)
+        record = build_record(self.finished_run(metrics, stopped))
         if rd is not None:
             atomic_save(
                 {s: {"users": r.users, **r.per_user} for s, r in self.best_eval.items()},
@@ -379,9 +383,68 @@ class Trainer:
             self.selector.best_epoch, metrics, self.best_eval, self.history, stopped, record
         )
 
-    def make_record(self, metrics: dict[str, dict[str, float]], stopped: bool) -> dict[str, Any]:
-        """The run record (record.json); see ``oodrec.train.record.build_record``."""
-        return build_record(self, metrics, stopped)
+    def finished_run(self, metrics: dict[str, dict[str, float]], stopped: bool) -> FinishedRun:
+        """What the record of the run is built from (``oodrec.train.record.build_record``)."""
+        return FinishedRun(
+            cfg=self.cfg,
+            dataset=self.dataset.name,
+            report=self.dataset.report,
+            resolved_options=self.method.describe(),
+            takes_sampler=self.method.takes_sampler,
+            best_epoch=self.selector.best_epoch,
+            history=self.history,
+            metrics=metrics,
+            stopped_early=stopped,
+            resume_changes=self.run_dir.resume_changes() if self.run_dir else [],
+            device=self.device,
+        )
+
+
+def fit_run(
+    cfg: ExperimentConfig,
+    dataset: InteractionDataset,
+    rd: RunDir | None,
+    resume: bool = False,
+    show_progress: bool = False,
+    resume_from: str = "last",
+    changes: list[str] | None = None,
+    on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
+    extending: bool = False,
+) -> TrainResult:
+    """Train a checked config into ``rd``, whose lock the caller holds (``oodrec train`` and
+    ``oodrec bench`` lock the run before they decide what to do with it).
+
+    Args: as :func:`train`, with ``rd`` the locked run directory (None: nothing is written),
+        and ``extending``: the resume continues a finished run to more epochs; its
+        ``record.json`` is kept as ``record.prev.json`` once the checkpoint has loaded (a
+        resume refused before that leaves the finished run as it was).
+    """
+    trainer = Trainer(cfg, dataset, rd, show_progress)
+    trainer.on_evaluate = on_evaluate
+    if rd is None:
+        return trainer.fit()
+    if resume:
+        trainer.resume(resume_from)
+        if extending and rd.record_path.is_file():
+            os.replace(rd.record_path, rd.path / "record.prev.json")
+            logger.warning(
+                "extending the finished run %s to %d epochs; its record.json is kept as "
+                "record.prev.json",
+                rd.path,
+                cfg.train.epochs,
+            )
+        if changes:
+            rd.record_resume_changes(cfg, changes, trainer.start_epoch)
+    else:
+        rd.create(cfg)
+    rd.write_resolved(
+        {
+            "model": cfg.model.name,
+            "method": cfg.method_label(),
+            "resolved_options": trainer.method.describe(),
+        }
+    )
+    return trainer.fit()
 
 
 def train(
@@ -395,8 +458,9 @@ def train(
     command: str = "train",
     on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train one configuration (see ``Trainer``). With ``resume`` the run continues from its last
-    checkpoint and ends with the same metrics as an uninterrupted run.
+    """Train one configuration (see ``Trainer``): the library's entry point. It checks ``cfg``
+    and the device, takes the run directory's lock, and trains. With ``resume`` the run
+    continues from its last checkpoint and ends with the same metrics as an uninterrupted run.
 
     Args:
         cfg: the experiment config (with ``resume``: the run's, with ``changes`` applied).
@@ -413,26 +477,20 @@ def train(
         RunError: another process writes ``run_dir``, a damaged checkpoint, or divergence.
         ConfigError: an invalid setting (checked before anything is written).
     """
-    rd = RunDir(run_dir) if run_dir is not None else None
-    trainer = Trainer(cfg, dataset, rd, show_progress)
-    trainer.on_evaluate = on_evaluate
-    if rd is None:
-        return trainer.fit()
+    check(cfg)
+    check_device(cfg.train.device)
+    args = dict(
+        resume=resume,
+        show_progress=show_progress,
+        resume_from=resume_from,
+        changes=changes,
+        on_evaluate=on_evaluate,
+    )
+    if run_dir is None:
+        return fit_run(cfg, dataset, None, **args)
+    rd = RunDir(run_dir)
     with rd.lock(command):
-        if resume:
-            trainer.resume(resume_from)
-            if changes:
-                rd.record_resume_changes(cfg, changes, trainer.start_epoch)
-        else:
-            rd.create(cfg)
-        rd.write_resolved(
-            {
-                "model": cfg.model.name,
-                "method": cfg.method_label(),
-                "resolved_options": trainer.method.describe(),
-            }
-        )
-        return trainer.fit()
+        return fit_run(cfg, dataset, rd, **args)
 
 
-__all__ = ["TrainResult", "Trainer", "train"]
+__all__ = ["TrainResult", "Trainer", "fit_run", "train"]

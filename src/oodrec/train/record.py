@@ -7,6 +7,7 @@ from __future__ import annotations
 import platform
 import statistics
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +47,8 @@ def environment(device: Any) -> dict[str, Any]:
     """Versions, device, CPU model, threads, OpenMP wait policy and load of this process."""
     import torch
 
-    from oodrec import __version__
     from oodrec._threads import thread_info
+    from oodrec._version import __version__
 
     cpu = cpu_model()
     info = thread_info()
@@ -121,33 +122,59 @@ def diagnostic_summary(history: list[dict[str, Any]], best_epoch: int) -> dict[s
     }
 
 
-def build_record(trainer: Any, metrics: dict[str, dict[str, float]], stopped: bool) -> dict:
-    """The record of a finished run.
+@dataclass(frozen=True)
+class FinishedRun:
+    """What a run's record is built from: the result of training, stated explicitly.
+
+    Attributes:
+        cfg: the run's config.
+        dataset: the dataset's name.
+        report: the dataset's ``DataReport``.
+        resolved_options: the method's ``describe()``.
+        takes_sampler: whether the method uses ``cfg.sampler``.
+        best_epoch: the selected epoch.
+        history: one dict per epoch (as in epochs.jsonl).
+        metrics: split -> metric -> value at the selected epoch.
+        stopped_early: early stopping ended the run.
+        resume_changes: settings changed by resumes (``RunDir.resume_changes``).
+        device: the torch device it trained on.
+    """
+
+    cfg: Any
+    dataset: str
+    report: Any
+    resolved_options: dict[str, Any]
+    takes_sampler: bool
+    best_epoch: int
+    history: list[dict[str, Any]]
+    metrics: dict[str, dict[str, float]]
+    stopped_early: bool
+    resume_changes: list[dict[str, Any]] = field(default_factory=list)
+    device: Any = "cpu"
+
+
+def build_record(run: FinishedRun) -> dict[str, Any]:
+    """The record of a finished run (record.json).
 
     ``order`` states whether the data orders interactions: ``timestamps``, or ``none (no
     timestamps; file order is not used as time)`` (``DataReport.order``).
-
-    Args:
-        trainer: the ``Trainer`` (config, dataset, method, selector, history, run directory).
-        metrics: split -> metric -> value at the selected epoch.
-        stopped: early stopping ended the run.
     """
     from oodrec.config import to_dict
     from oodrec.train.selection import selection_label
 
-    cfg, history = trainer.cfg, trainer.history
+    cfg, history = run.cfg, run.history
     tcfg = cfg.train
     secs = [r["epoch_seconds"] for r in history if "epoch_seconds" in r]
     evals = [r["eval_seconds"] for r in history if "eval_seconds" in r]
-    report = trainer.dataset.report
+    report = run.report
     return {
         "config": to_dict(cfg),
         "seed": cfg.seed,
-        "dataset": trainer.dataset.name,
+        "dataset": run.dataset,
         "model": cfg.model.name,
         "method": cfg.method_label(),
-        "sampler": cfg.sampler.name if trainer.method.takes_sampler else None,
-        "resolved_options": trainer.method.describe(),
+        "sampler": cfg.sampler.name if run.takes_sampler and cfg.sampler else None,
+        "resolved_options": run.resolved_options,
         "selection": {
             "split": tcfg.select_on,
             "metric": tcfg.select_metric,
@@ -156,24 +183,25 @@ def build_record(trainer: Any, metrics: dict[str, dict[str, float]], stopped: bo
             "protocol": cfg.eval.protocol,
             "label": selection_label(tcfg, cfg.eval),
         },
-        "best_epoch": trainer.selector.best_epoch,
+        "best_epoch": run.best_epoch,
         "epochs_run": len(history),
-        "stopped_early": stopped,
-        "metrics": metrics,
-        "diagnostics": diagnostic_summary(history, trainer.selector.best_epoch),
+        "stopped_early": run.stopped_early,
+        "metrics": run.metrics,
+        "diagnostics": diagnostic_summary(history, run.best_epoch),
         "median_epoch_seconds": statistics.median(secs) if secs else None,
         "median_eval_seconds": statistics.median(evals) if evals else None,
         "order": report.order(),
         "data_report": report.to_dict(),
         "data_notes": report.notes(),
         "data_warnings": data_warnings(report),
-        "resume_changes": trainer.run_dir.resume_changes() if trainer.run_dir else [],
-        "environment": environment(trainer.device),
+        "resume_changes": run.resume_changes,
+        "environment": environment(run.device),
     }
 
 
 __all__ = [
     "DROP_WARN_SHARE",
+    "FinishedRun",
     "build_record",
     "cpu_model",
     "data_warnings",

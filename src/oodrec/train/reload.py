@@ -16,6 +16,7 @@ import torch
 from oodrec.config import ExperimentConfig
 from oodrec.errors import OodrecError, RunError
 from oodrec.eval.evaluate import Evaluator, SplitResult
+from oodrec.experiment import check
 from oodrec.methods import Method, TrainData, build_method
 from oodrec.runs import RunDir, load_checkpoint, load_method_state
 
@@ -91,6 +92,7 @@ def load_run(
         raise RunError(f"run {rd.path}: no {checkpoint} checkpoint ({path} is missing)")
     try:
         dataset = dataset if dataset is not None else load_dataset(cfg.data)
+        check(cfg)
         dev = torch.device(cfg.train.device)
         method = build_method(cfg, TrainData.from_dataset(dataset, dev), dev)
     except OodrecError as exc:
