@@ -48,9 +48,29 @@ def main() -> int:
         if run is None:
             run = str(Path(tmp) / "runs" / "bench")
             subprocess.run(
-                [sys.executable, "-m", "oodrec.cli", "-q", "train", "--dataset", args.dataset,
-                 "--sampler", "rns", "--epochs", "1", "--seed", "1", "--out",
-                 str(Path(tmp) / "runs"), "--name", "bench", "--set", "train.fhn_batches=0"],
+                [
+                    sys.executable,
+                    "-m",
+                    "oodrec.cli",
+                    "-q",
+                    "train",
+                    "--dataset",
+                    args.dataset,
+                    "--sampler",
+                    "rns",
+                    "--epochs",
+                    "1",
+                    "--seed",
+                    "1",
+                    "--out",
+                    str(Path(tmp) / "runs"),
+                    "--name",
+                    "bench",
+                    "--set",
+                    "train.fhn_batches=0",
+                    "--on-bad-lines",
+                    "skip",
+                ],
                 check=True,
             )
         rows = []
@@ -58,7 +78,9 @@ def main() -> int:
             out = str(Path(tmp) / "recs.csv")
             done = subprocess.run(
                 [sys.executable, "-c", CHILD, run, out, str(args.k)],
-                check=True, capture_output=True, text=True,
+                check=True,
+                capture_output=True,
+                text=True,
             )
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
