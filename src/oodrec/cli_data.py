@@ -74,8 +74,7 @@ def add_data_commands(subparsers: Any) -> None:
         subparsers: the result of ``parser.add_subparsers(...)``; each new parser sets
             ``func`` to its handler (``cmd_prepare`` / ``cmd_stats``).
     """
-    from oodrec.data.prepare import RAW_FORMATS
-    from oodrec.data.splits import SPLITS_PROTOCOLS
+    from oodrec.data.formats import RAW_FORMAT_DESCRIPTIONS, SPLIT_PROTOCOL_NAMES
 
     fmt = argparse.RawDescriptionHelpFormatter
     p = subparsers.add_parser(
@@ -86,9 +85,15 @@ def add_data_commands(subparsers: Any) -> None:
         formatter_class=fmt,
     )
     p.add_argument("inputs", nargs="+", metavar="RAW_FILE", help="raw log file(s), concatenated")
-    formats = ", ".join(f"{n} ({f.description})" for n, f in RAW_FORMATS.items())
-    p.add_argument("--format", required=True, choices=list(RAW_FORMATS), help=formats)
-    p.add_argument("--protocol", required=True, choices=list(SPLITS_PROTOCOLS))
+    formats = ", ".join(f"{n} ({d})" for n, d in RAW_FORMAT_DESCRIPTIONS.items())
+    p.add_argument(
+        "--format",
+        choices=list(RAW_FORMAT_DESCRIPTIONS),
+        help=f"{formats}. Default: from the file names (.csv, .tsv, .parquet, .inter, or a "
+        "published file such as big_matrix.csv or RAW_interactions.csv); the inferred format "
+        "is printed",
+    )
+    p.add_argument("--protocol", required=True, choices=list(SPLIT_PROTOCOL_NAMES))
     p.add_argument("--out", required=True, metavar="DIR", help="output dataset directory")
     p.add_argument(
         "--unbiased", nargs="+", metavar="RAW_FILE", help="randomly exposed log (exposure only)"
@@ -180,6 +185,14 @@ def _split_config(args: argparse.Namespace):
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Handler of ``oodrec prepare``: build the dataset, print its statistics. Returns 0."""
+    from oodrec.data.formats import infer_format
+
+    raw_format = args.format
+    if raw_format is None:
+        raw_format, why = infer_format(args.inputs)
+        if raw_format is None:
+            raise ConfigError(f"--format is needed: {why}; give one of the formats in --help")
+        print(f"format: {why}; pass --format to choose another", file=sys.stderr)
     from oodrec.data.prepare import PrepareOptions, prepare_dataset
     from oodrec.data.raw import ColumnMapping
 
@@ -193,7 +206,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         overwrite=args.force,
     )
     out = prepare_dataset(
-        args.inputs, args.format, args.protocol, args.out, options, unbiased_files=args.unbiased
+        args.inputs, raw_format, args.protocol, args.out, options, unbiased_files=args.unbiased
     )
     record = json.loads((out / "prepare.json").read_text())
     if record.get("columns_found_by_name"):

@@ -81,3 +81,14 @@ def test_prepare_rejects_flags_of_another_protocol(food_raw, tmp_path):
         _run(argv + ["--threshold", "high"])
     with pytest.raises(ConfigError, match=r"--columns applies only to the csv"):
         _run(argv + ["--columns", "user=a,item=b"])
+
+
+def test_prepare_infers_the_format_and_says_so(food_raw, tmp_path, capsys):
+    argv = ["prepare", str(food_raw), "--protocol", "temporal", "--out", str(tmp_path / "a")]
+    assert _run([*argv, "--min-user", "5", "--min-item", "5"]) == 0
+    err = capsys.readouterr().err
+    assert "format: foodcom (from its name)" in err or "format: csv (from the suffix" in err
+    odd = tmp_path / "log.dat"
+    odd.write_text("u i\n")
+    with pytest.raises(ConfigError, match=r"--format is needed: log\.dat: the name does not say"):
+        _run(["prepare", str(odd), "--protocol", "temporal", "--out", str(tmp_path / "b")])

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from oodrec._version import __version__
+from oodrec.data.formats import RAW_FORMAT_DESCRIPTIONS
 from oodrec.data.layouts import SPLIT_COLUMNS, TIMESTAMP_UNITS
 from oodrec.data.preprocess import PreprocessConfig, Vocabulary, id_map, preprocess
 from oodrec.data.raw import (
@@ -77,14 +78,15 @@ def _fixed(reader: Callable[[Path], RawInteractions]) -> Callable:
     return read
 
 
+_D = RAW_FORMAT_DESCRIPTIONS
 RAW_FORMATS: dict[str, RawFormat] = {
-    "csv": RawFormat(partial(read_table, delimiter=","), 4.0, "comma-separated, --columns"),
-    "tsv": RawFormat(partial(read_table, delimiter="\t"), 4.0, "tab-separated, --columns"),
-    "parquet": RawFormat(read_table, 4.0, "Parquet, --columns"),
-    "recbole": RawFormat(_fixed(read_recbole_inter), 4.0, "RecBole atomic .inter file"),
-    "kuairec": RawFormat(_fixed(read_kuairec), 2.0, "KuaiRec big_matrix.csv / small_matrix.csv"),
-    "yelp": RawFormat(_fixed(read_yelp_reviews), 4.0, "Yelp Open Dataset review JSON lines"),
-    "foodcom": RawFormat(_fixed(read_food_com), 4.0, "Food.com RAW_interactions.csv"),
+    "csv": RawFormat(partial(read_table, delimiter=","), 4.0, _D["csv"]),
+    "tsv": RawFormat(partial(read_table, delimiter="\t"), 4.0, _D["tsv"]),
+    "parquet": RawFormat(read_table, 4.0, _D["parquet"]),
+    "recbole": RawFormat(_fixed(read_recbole_inter), 4.0, _D["recbole"]),
+    "kuairec": RawFormat(_fixed(read_kuairec), 2.0, _D["kuairec"]),
+    "yelp": RawFormat(_fixed(read_yelp_reviews), 4.0, _D["yelp"]),
+    "foodcom": RawFormat(_fixed(read_food_com), 4.0, _D["foodcom"]),
 }
 
 
