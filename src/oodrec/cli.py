@@ -8,7 +8,6 @@ import os
 import statistics
 import sys
 import textwrap
-from dataclasses import replace
 from pathlib import Path
 
 from oodrec.errors import OodrecError
@@ -259,35 +258,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_speed(args: argparse.Namespace) -> int:
-    import time
+    from oodrec.train.speed import measure_speed
 
-    from oodrec._threads import load_average, thread_info
-    from oodrec.data.dataset import load_dataset
-    from oodrec.device import check_device
-    from oodrec.errors import ConfigError
-    from oodrec.train.loop import Trainer
-
-    if args.repeats < 1:
-        raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
     cfg = _build_config(args)
-    check_device(cfg.train.device)
-    load = load_average()  # before this process adds its own load
-    cfg = replace(cfg, train=replace(cfg.train, fhn_batches=0))
-    dataset = load_dataset(cfg.data)
-    trainer = Trainer(cfg, dataset)
-    trainer.train_epoch(0)  # warm-up
-    epochs, evals = [], []
-    for i in range(args.repeats):
-        t0 = time.perf_counter()
-        trainer.train_epoch(i + 1)
-        epochs.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        trainer.evaluate()
-        evals.append(time.perf_counter() - t0)
-    info = thread_info()
-    seen = "unknown" if load is None else f"{load:.2f}"
+    res = measure_speed(cfg, args.repeats)
+    info = res.threads
+    seen = "unknown" if res.load is None else f"{res.load:.2f}"
     print(
-        f"dataset={dataset.name} method={cfg.method_label()} batch={cfg.train.batch_size} "
+        f"dataset={res.dataset} method={cfg.method_label()} batch={cfg.train.batch_size} "
         f"dim={cfg.model.emb_dim} layers={cfg.model.num_layers} device={cfg.train.device}"
     )
     print(
@@ -296,12 +274,12 @@ def cmd_speed(args: argparse.Namespace) -> int:
         f"cores={info['cores']}"
     )
     print(
-        f"epoch seconds: median {statistics.median(epochs):.3f}  "
-        f"runs {[round(x, 3) for x in epochs]}"
+        f"epoch seconds: median {statistics.median(res.epochs):.3f}  "
+        f"runs {[round(x, 3) for x in res.epochs]}"
     )
     print(
-        f"eval seconds (val+iid_test+ood_test): median {statistics.median(evals):.3f}  "
-        f"runs {[round(x, 3) for x in evals]}"
+        f"eval seconds (val+iid_test+ood_test): median {statistics.median(res.evals):.3f}  "
+        f"runs {[round(x, 3) for x in res.evals]}"
     )
     return 0
 

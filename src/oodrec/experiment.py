@@ -137,7 +137,9 @@ def extend(cfg: ExperimentConfig, settings: Sequence[Setting]) -> ExperimentConf
     """An assembled ``cfg`` with more explicit settings (a tuning trial's values), assembled by
     the same rule: a setting the new values imply differently (a searched sampler mode and its
     L2 form) follows them, unless ``cfg`` had set that key explicitly (its value is not the one
-    ``cfg``'s own settings implied) or ``settings`` set it.
+    ``cfg``'s own settings implied) or ``settings`` set it. A key that ``cfg`` set explicitly
+    to the value it would have had anyway cannot be told from an unset one: such a key follows
+    the new values.
 
     Raises:
         ConfigError: as :func:`assemble`.
@@ -173,4 +175,22 @@ def check(cfg: ExperimentConfig) -> None:
     validate_config(cfg)
 
 
-__all__ = ["Setting", "assemble", "check", "choose_method", "extend"]
+def check_with_data(cfg: ExperimentConfig, dataset: Any) -> None:
+    """The checks that need the loaded dataset, run where it is loaded, before anything is
+    written (``oodrec train``, each grid and tuning run, ``oodrec speed``): every K of
+    ``eval.ks`` is at most the number of items (a larger K ranks every item, so Recall@K is 1
+    and selecting on it means nothing).
+
+    Raises:
+        ConfigError: naming the key, the value and the number of items.
+    """
+    num_items = int(dataset.num_items)
+    over = [k for k in cfg.eval.ks if k > num_items]
+    if over:
+        raise ConfigError(
+            f"eval.ks={list(cfg.eval.ks)}: every K must be <= the number of items of dataset "
+            f"{dataset.name!r} ({num_items:,}); {', '.join(map(str, over))} would rank every item"
+        )
+
+
+__all__ = ["Setting", "assemble", "check", "check_with_data", "choose_method", "extend"]
