@@ -16,7 +16,18 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "oodrec"
 
 LAYERS: list[set[str]] = [
-    {"_version", "errors", "registry", "seeding", "_threads", "device", "config"},
+    {
+        "_version",
+        "errors",
+        "ranges",
+        "paths",
+        "track",
+        "registry",
+        "seeding",
+        "_threads",
+        "device",
+        "config",
+    },
     {"data", "runs"},
     {"diffusion", "models"},
     {"eval", "samplers"},

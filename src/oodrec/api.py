@@ -130,8 +130,9 @@ class Run:
         return table
 
     def scores(self, users: Sequence[Any], checkpoint: str = "best") -> Any:
-        """Raw scores of ``users`` (raw ids) over every item, nothing masked: a float tensor
-        [len(users), num_items] whose column k is the item ``self.item_ids()[k]``.
+        """Scores of ``users`` (raw ids) over every item, nothing masked: a float tensor
+        [len(users), num_items] whose column k is the item ``self.item_ids()[k]``. They are the
+        scores the run ranks by: popularity-adjusted where the run selected a gamma.
 
         Raises:
             ConfigError: an id the run does not know.
@@ -146,7 +147,7 @@ class Run:
             raise _unknown_error("user", unknown, "users")
         device = torch.device(run.cfg.train.device)
         with torch.no_grad():
-            return run.method.scorer()(torch.as_tensor(idx, device=device)).cpu()
+            return run.scorer()(torch.as_tensor(idx, device=device)).cpu()
 
     def item_ids(self) -> list[Any]:
         """Raw ids of the items, in the column order of :meth:`scores`."""

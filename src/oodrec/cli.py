@@ -76,6 +76,14 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--no-verify", action="store_true", help="skip SHA-256 checks of shipped files")
     g.add_argument(
+        "--track",
+        choices=["none", "tensorboard", "mlflow"],
+        help="mirror the run into TensorBoard (RUN_DIR/tensorboard/) or MLflow "
+        "($MLFLOW_TRACKING_URI or --set track.uri=URI; experiment: --set track.experiment=NAME, "
+        'default oodrec); off by default; needs pip install "oodrec[tensorboard]" or '
+        '"oodrec[mlflow]"',
+    )
+    g.add_argument(
         "--set",
         action="append",
         default=[],
@@ -98,6 +106,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "train.lr": args.lr,
         "train.device": args.device,
         "train.select_on": args.select_on,
+        "track.kind": getattr(args, "track", None),
     }
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
     if args.no_verify:
@@ -238,6 +247,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"of {rec['epochs_run']}{' (early stop)' if rec['stopped_early'] else ''}; "
         f"median {rec['median_epoch_seconds']:.2f} s/epoch"
     )
+    adj = rec["selection"].get("adjustment")
+    if adj:
+        print(
+            f"popularity-adjusted scores: gamma={adj['gamma']:g} (of {adj['grid']}, chosen on "
+            f"{adj['chosen_on']}; scores {adj['scores']})"
+        )
     print(_format_table(result.metrics, rec["selection"]["label"]))
     return 0
 
@@ -248,7 +263,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir, data_dir=args.data_dir, device=args.device)
     res = run.evaluate()
-    print(f"{run.path}: best checkpoint (epoch {run.epoch}, model {run.cfg.method_label()})")
+    adjusted = f", popularity-adjusted gamma={run.gamma:g}" if run.gamma else ""
+    cfg = run.cfg
+    method = cfg.model.name
+    if method == "lightgcn" and cfg.sampler:
+        method += f" + {cfg.sampler.name}"  # the method and its negative sampler
+    print(f"{run.path}: best checkpoint (epoch {run.epoch}, method {method}{adjusted})")
     print(
         _format_table(
             {s: r.means for s, r in res.items()}, selection_label(run.cfg.train, run.cfg.eval)
@@ -400,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="RUN_DIR",
         help="continue a killed or interrupted run; only train.epochs (--epochs, to extend it), "
-        "train.device (--device) and train.threads may change",
+        "train.device (--device), train.threads and track.* (--track) may change",
     )
     p.add_argument(
         "--resume-from",

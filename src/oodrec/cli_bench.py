@@ -207,7 +207,8 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="dotted override applied to every run, repeatable (train.threads=1)",
+        help="dotted override applied to every run, repeatable (train.threads=1; "
+        "track.kind=mlflow tracks every run, one MLflow experiment per grid)",
     )
     _add_subset_options(p, "Runs outside that part are neither run nor touched.")
     p.set_defaults(func=cmd_bench)
@@ -264,7 +265,8 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="dotted override applied to every trial and final run (train.threads=1)",
+        help="dotted override applied to every trial and final run (train.threads=1; "
+        "track.kind=mlflow tracks them, one MLflow experiment per study)",
     )
     _add_subset_options(
         p,
@@ -373,7 +375,11 @@ def _finish(outcomes: list, out_dir: str) -> int:
         last = (o.error or "").strip().splitlines()[-1:] or ["?"]
         print(f"FAILED {o.name}: {last[0]}", file=sys.stderr)
     if failed:
-        print("rerun the same command to retry the failed runs", file=sys.stderr)
+        print(
+            "fix what the messages above name, then rerun the same command: it retries the "
+            "failed runs and skips the finished ones",
+            file=sys.stderr,
+        )
         return 1
     print(f"tables and figures: oodrec report {out_dir}")
     return 0

@@ -16,6 +16,9 @@ from typing import Any, Literal
 import yaml
 
 from oodrec.errors import ConfigError
+from oodrec.paths import check_run_name, read_input_text
+from oodrec.ranges import check_ranges, ranged
+from oodrec.track import TrackConfig
 
 SPLITS = ("val", "iid_test", "ood_test")
 
@@ -31,15 +34,19 @@ class DataConfig:
     """Data directory; ``None`` means ``$OODREC_DATA``, else the user cache directory."""
     on_bad_lines: Literal["error", "skip"] = "error"
     """``error``: a malformed line raises; ``skip``: skipped, counted and reported."""
-    split_seed: int = 2025
+    split_seed: int = ranged(2025, ge=0, le=2**63 - 1)
     """Seed for carving val / IID test out of train where a dataset ships only train + OOD test."""
     verify_checksums: bool = True
     """Check the shipped files' SHA-256 before loading."""
     synthetic: dict[str, Any] = field(default_factory=dict)
     """Simulator options for ``dataset=synthetic`` (fields of ``data.synthetic.SyntheticConfig``,
     e.g. ``data.synthetic.exposure_bias=2``)."""
+    allow_sparse_ids: bool = False
+    """Train on an id space far larger than the ids used (a stray huge id makes one embedding row
+    per id up to it); refused by default: ``oodrec prepare`` renumbers ids to 0..N-1."""
 
     def __post_init__(self) -> None:
+        check_ranges(self, "data.")
         if self.on_bad_lines not in ("error", "skip"):
             raise ConfigError(
                 f"data.on_bad_lines must be 'error' or 'skip', got {self.on_bad_lines!r}"
@@ -57,9 +64,9 @@ class ModelConfig:
 
     name: str = "lightgcn"
     """Registered method name (``oodrec models``)."""
-    emb_dim: int = 64
+    emb_dim: int = ranged(64, ge=1)
     """Embedding dimension d (LightGCN-based methods)."""
-    num_layers: int = 2
+    num_layers: int = ranged(2, ge=0)
     """Number of propagation layers L (the CNSDiff code uses 2)."""
     init: Literal["xavier_uniform", "xavier_normal", "normal"] = "xavier_uniform"
     """Ego-embedding initialisation (``normal`` is N(0, 0.1^2))."""
@@ -67,11 +74,7 @@ class ModelConfig:
     """Method-specific options (``model.steps=5``); unknown keys fail when the method is built."""
 
     def __post_init__(self) -> None:
-        if self.emb_dim <= 0 or self.num_layers < 0:
-            raise ConfigError(
-                f"model.emb_dim must be > 0 and model.num_layers >= 0, got {self.emb_dim}, "
-                f"{self.num_layers}"
-            )
+        check_ranges(self, "model.")
         if self.init not in ("xavier_uniform", "xavier_normal", "normal"):
             raise ConfigError(
                 f"model.init {self.init!r} is not one of xavier_uniform, xavier_normal, normal"
@@ -92,20 +95,20 @@ class SamplerConfig:
 class TrainConfig:
     """Optimisation, early stopping and model selection."""
 
-    epochs: int = 120
+    epochs: int = ranged(120, ge=1)
     """Maximum number of epochs."""
-    batch_size: int = 2048
+    batch_size: int = ranged(2048, ge=1)
     """Training triplets per batch."""
-    lr: float = 0.01
+    lr: float = ranged(0.01, gt=0)
     """Adam learning rate of the backbone (CNSDiff trainer setting)."""
-    l2: float = 1e-4
+    l2: float = ranged(1e-4, ge=0)
     """L2 coefficient on the batch's ego embeddings."""
     l2_form: Literal["squared", "selfrec"] = "squared"
     """``squared``: lambda/(2B) sum ||e||^2 (docs/methods/lightgcn.md#bpr-and-l2); ``selfrec``:
     CNSDiff code's form (D10)."""
     drop_last: bool = False
     """Drop the last partial batch of an epoch."""
-    patience: int = 10
+    patience: int = ranged(10, ge=0)
     """Stop after this many evaluations without improvement of the selection metric (0: never)."""
     select_on: Literal["val", "iid_test", "ood_test"] = "val"
     """Split used to pick the best epoch. Anything but ``val`` is labelled test-selected."""
@@ -115,39 +118,29 @@ class TrainConfig:
     equal-mass popularity buckets); see ``eval.ips_gamma``, ``eval.strata``."""
     select_rule: Literal["metric", "all_four"] = "metric"
     """``all_four``: the CNSDiff code's rule (all of R@10, N@10, R@20, N@20 must not drop)."""
-    eval_every: int = 1
+    eval_every: int = ranged(1, ge=1)
     """Evaluate every this many epochs."""
     device: str = "cpu"
     """Torch device (``cpu``, ``cuda``, ``cuda:1``)."""
     deterministic: bool = True
     """Request deterministic kernels."""
-    threads: int | Literal["auto"] = 0
+    threads: int | Literal["auto"] = ranged(0, ge=0)
     """Torch intra-op threads: 0 keeps torch's default (one per core), ``auto`` takes the cores
     not busy with other work (cores minus the 1-minute load average, at least 1), N uses N.
     May be changed when a run is resumed."""
-    fhn_batches: int = 2
+    fhn_batches: int = ranged(2, ge=0)
     """Fixed batches (1024 pairs each) on which negative diagnostics run every epoch; 0 disables."""
     eval_all_splits: bool = True
     """Evaluate val, IID test and OOD test every epoch (curves); False evaluates the test splits
     only when the selection split improves (same reported figures, less time)."""
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.eval_every < 1:
-            raise ConfigError(
-                f"train.epochs, train.batch_size and train.eval_every must be >= 1, got "
-                f"{self.epochs}, {self.batch_size}, {self.eval_every}"
-            )
-        if not math.isfinite(self.lr) or self.lr <= 0:
-            raise ConfigError(f"train.lr must be a finite number > 0, got {self.lr}")
-        if self.patience < 0:
-            raise ConfigError(
-                f"train.patience must be >= 0 (0: never stop early), got {self.patience}"
-            )
         if self.threads != "auto" and (isinstance(self.threads, bool) or self.threads < 0):
             raise ConfigError(
                 f"train.threads must be 0 (torch's default), 'auto' or a positive count, "
                 f"got {self.threads!r}"
             )
+        check_ranges(self, "train.")
         if self.select_on not in SPLITS:
             raise ConfigError(f"train.select_on must be one of {SPLITS}, got {self.select_on!r}")
         if self.l2_form not in ("squared", "selfrec"):
@@ -167,17 +160,24 @@ class TrainConfig:
 class EvalConfig:
     """Full-ranking evaluation."""
 
-    ks: tuple[int, ...] = (10, 20)
-    """Cut-offs K of Recall@K and NDCG@K."""
-    user_batch_size: int = 2048
+    ks: tuple[int, ...] = ranged((10, 20), ge=1)
+    """Cut-offs K of Recall@K and NDCG@K (each at most the number of items: checked when the
+    dataset is loaded)."""
+    user_batch_size: int = ranged(2048, ge=1)
     """Users scored per batch."""
-    ips_gamma: float = 0.5
+    ips_gamma: float = ranged(0.5, ge=0)
     """OOD-aware selection (val only): exponent of the IPS weights ``1 / p(item) ** gamma`` of the
     ``ips_*`` val metrics (0: plain metrics). See ``oodrec.eval.estimators``."""
-    ips_clip: float = 100.0
+    ips_clip: float = ranged(100.0, ge=1, finite=False)
     """Largest IPS weight, relative to the most popular item's weight of 1."""
-    strata: int = 4
+    strata: int = ranged(4, ge=1)
     """Equal-mass item-popularity buckets of the ``strat_*`` val metrics."""
+    adjust_gammas: tuple[float, ...] = ()
+    """Popularity-adjusted scoring: every evaluation also ranks val by ``s - gamma * log(1 +
+    d_i)`` (``d_i`` the item's training degree) for each gamma here (either sign: > 0 favours
+    the tail, < 0 the head), and selection picks the (epoch, gamma) pair, gamma 0 included, on
+    ``train.select_metric``; the test splits are then ranked with that gamma, and the record,
+    the table and ``recommend`` name it. Empty (default): plain scores only."""
     protocol: Literal["full", "candidates"] = "full"
     """How the test splits rank: ``full`` (every item the user has not interacted with) or
     ``candidates`` (only the user's logged candidates: the items shown to them, liked or not,
@@ -185,22 +185,20 @@ class EvalConfig:
     random-exposure logs such as Yahoo! R3 and Coat evaluate). Val always ranks in full."""
 
     def __post_init__(self) -> None:
-        if not self.ks or any(k < 1 for k in self.ks):
+        if not self.ks:
             raise ConfigError(f"eval.ks must be non-empty positive integers, got {self.ks}")
-        if self.user_batch_size < 1:
-            raise ConfigError(f"eval.user_batch_size must be >= 1, got {self.user_batch_size}")
-        if self.ips_gamma < 0 or not self.ips_clip >= 1:
-            raise ConfigError(
-                f"eval.ips_gamma must be >= 0 and eval.ips_clip >= 1, got {self.ips_gamma} and "
-                f"{self.ips_clip}"
-            )
-        if self.strata < 1:
-            raise ConfigError(f"eval.strata must be >= 1, got {self.strata}")
+        check_ranges(self, "eval.")
         if self.protocol not in ("full", "candidates"):
             raise ConfigError(
                 f"eval.protocol must be 'full' or 'candidates', got {self.protocol!r}"
             )
         object.__setattr__(self, "ks", tuple(sorted(set(int(k) for k in self.ks))))
+        bad = [g for g in self.adjust_gammas if not math.isfinite(g)]
+        if bad:
+            raise ConfigError(f"eval.adjust_gammas must be finite numbers, got {bad}")
+        # gamma 0 (plain scores) is always a candidate; the grid keeps its order otherwise
+        grid = tuple(dict.fromkeys(float(g) for g in self.adjust_gammas if g))
+        object.__setattr__(self, "adjust_gammas", grid)
 
 
 @dataclass(frozen=True)
@@ -214,12 +212,18 @@ class ExperimentConfig:
     ``oodrec.experiment.assemble`` drops it, so their config.yaml and record name no sampler)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    seed: int = 2025
+    seed: int = ranged(2025, ge=0, le=2**63 - 1)
     """Run seed: initialisation, sampling, shuffling."""
     out_dir: str = "runs"
     """Parent directory of run directories."""
     name: str | None = None
-    """Run directory name; ``None`` derives one from dataset, sampler and seed."""
+    """Run directory name (one directory: no ``/`` or ``..``); ``None`` derives one from
+    dataset, sampler and seed."""
+    track: TrackConfig = field(default_factory=TrackConfig)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        check_run_name(self.name)
 
     def run_name(self) -> str:
         """``{dataset}-{label}-seed{seed}``; the label is ``method_label`` (model or sampler)."""
@@ -251,6 +255,15 @@ def validate_config(cfg: ExperimentConfig) -> None:
             ``eval.ks``, or an estimator ``ips_*`` / ``strat_*`` on val), or
             ``select_rule=all_four`` without K = 10 and 20 in ``eval.ks``.
     """
+    if cfg.eval.adjust_gammas and (
+        cfg.train.select_on != "val" or cfg.train.select_rule != "metric"
+    ):
+        raise ConfigError(
+            f"eval.adjust_gammas={list(cfg.eval.adjust_gammas)} chooses gamma on val by one "
+            f"metric: it needs train.select_on=val and train.select_rule=metric, got "
+            f"{cfg.train.select_on} / {cfg.train.select_rule} (gamma is never chosen on a test "
+            f"split)"
+        )
     valid = [f"{m}@{k}" for m in SELECTION_METRICS for k in cfg.eval.ks]
     estimators = [f"{e}_{name}" for e in ESTIMATORS for name in valid]
     if cfg.train.select_metric in estimators:
@@ -314,6 +327,14 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _describe(tp: Any) -> str:
+    """``an integer``, ``one of ['auto']``: what a value of type ``tp`` is, for messages."""
+    if typing.get_origin(tp) is Literal:
+        return f"one of {list(typing.get_args(tp))}"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return names.get(tp, _type_name(tp))
+
+
 def convert_value(value: Any, tp: Any, key: str) -> Any:
     """Convert ``value`` (from YAML or a CLI string) to the declared type ``tp``."""
     origin = typing.get_origin(tp)
@@ -332,7 +353,8 @@ def convert_value(value: Any, tp: Any, key: str) -> Any:
                 return convert_value(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{key}: cannot convert {value!r} to {_type_name(tp)}")
+        kinds = " or ".join(_describe(a) for a in args if a is not type(None))
+        raise ConfigError(f"{key} must be {kinds}, got {value!r}")
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key} must be one of {list(args)}, got {value!r}")
@@ -497,8 +519,8 @@ def parse_options(options_cls: type, options: dict[str, Any], owner: str, prefix
         )
     hints = typing.get_type_hints(options_cls)
     kwargs = {k: convert_value(v, hints[k], f"{prefix}{k}") for k, v in options.items()}
-    try:
-        return options_cls(**kwargs)
+    try:  # the options' own checks, then the ranges declared beside their fields (``ranged``)
+        return check_ranges(options_cls(**kwargs), prefix)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{owner}: {exc}") from None
 
@@ -506,12 +528,14 @@ def parse_options(options_cls: type, options: dict[str, Any], owner: str, prefix
 def read_yaml(path: str | Path, what: str = "config file") -> Any:
     """Parse a YAML file; a missing file or invalid YAML raises ConfigError naming the file."""
     path = Path(path)
+    text = read_input_text(path, what)  # missing, a directory, not UTF-8: named
     try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise ConfigError(f"{what} {path}{where}: not valid YAML ({problem})") from None
 
 
 def load_yaml(path: str | Path) -> ExperimentConfig:

@@ -220,7 +220,7 @@ def topk_batches(
     ]
     if candidates is not None:
         candidates = candidates.to(device)
-    scorer = run.method.scorer()
+    scorer = run.scorer()  # popularity-adjusted as the run's metrics were, where it was
     size = batch_size or run.cfg.eval.user_batch_size
     users = users.to(device)
     for start in range(0, users.numel(), size):
@@ -326,6 +326,8 @@ def check_output(out: str | Path) -> Path:
         )
     if path.is_dir():
         raise ConfigError(f"--out {out}: is a directory; give a file name")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise ConfigError(f"--out {out}: {path.parent} is a file, not a folder")
     if not path.parent.is_dir():
         raise ConfigError(f"--out {out}: folder {path.parent} does not exist; create it first")
     return path
@@ -486,6 +488,21 @@ def export(run: Any, out_dir: str | Path) -> ExportSummary:
             dim=int(reps.users.shape[1]),
             note=f"scores are the {reps.score} of a user row and an item row",
         )
+        if run.gamma:
+            # the run ranks by popularity-adjusted scores: the item offsets travel with them
+            from oodrec.eval.evaluate import popularity_offsets
+
+            offsets = run.gamma * popularity_offsets(run.dataset.item_degree())
+            fd, tmp = tempfile.mkstemp(dir=out, prefix=".item_offsets.npy.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, offsets.numpy().astype(np.float32))
+            os.replace(tmp, out / "item_offsets.npy")
+            files.append("item_offsets.npy")
+            info["gamma"] = run.gamma
+            info["note"] += (
+                f", minus item_offsets.npy (gamma={run.gamma:g} times log(1 + the item's "
+                "training degree)), as the run ranks"
+            )
     _atomic_write(out / "export.json", (json.dumps(info, indent=2) + "\n").encode())
     files.append("export.json")
     return ExportSummary(out, files, info.get("score"), info["note"])

@@ -12,7 +12,7 @@ import yaml
 from oodrec.bench.archive import RESULT_FILES, archive_runs, plan_archive
 from oodrec.bench.records import load_runs
 from oodrec.cli import main
-from oodrec.errors import RunError
+from oodrec.errors import ConfigError, RunError
 
 from .helpers import write_run
 
@@ -80,7 +80,7 @@ def test_a_conflict_stops_the_copy_before_anything_is_written(tmp_path):
         archive_runs(src, dest)
     with pytest.raises(RunError, match="lies inside it"):
         archive_runs(src, src / "copy")
-    with pytest.raises(RunError, match="nothing: no such directory"):
+    with pytest.raises(ConfigError, match="nothing: does not exist"):
         archive_runs(tmp_path / "nothing", dest)
     (tmp_path / "empty").mkdir()
     with pytest.raises(RunError, match="no run directory and no tune.db"):

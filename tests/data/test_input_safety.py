@@ -246,7 +246,15 @@ def test_sparse_ids_whose_tables_exceed_memory_fail_before_any_allocation(tmp_pa
         "does so)"
     )
     monkeypatch.setattr(dataset_module, "physical_memory_bytes", lambda: 10**12)
-    assert _load(d).num_users == 10_000_001
+    # it fits, but is still a sparse id space: refused unless asked for, naming line and cost
+    with pytest.raises(DataValidationError) as err:
+        _load(d)
+    assert str(err.value).startswith(
+        f"{d / 'train.txt'}, line 3: user id 10,000,000 lies far beyond the other user ids (the "
+        "next largest is 2): only 4 of the 10,000,001 user ids"
+    )
+    assert "data.allow_sparse_ids=true" in str(err.value) and "`oodrec prepare`" in str(err.value)
+    assert _load(d, allow_sparse_ids=True).num_users == 10_000_001
 
 
 # ------------------------------------------------------------------ raw readers: BOM, UTF-8

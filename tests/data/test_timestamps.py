@@ -213,7 +213,9 @@ def test_bad_timestamp_files_are_clear_errors(tmp_path):
     ):
         _load(_write_dir(tmp_path / "two", pairs))
     rows = {"train": [(0, 0, 5), (1, 1, "12.5")], "ood_test": [(0, 1, 7), (1, 0, 8)]}
-    with pytest.raises(DataValidationError, match=r"train\.txt, line 2: .*integer timestamp"):
+    with pytest.raises(
+        DataValidationError, match=r"train\.txt, line 2: .*timestamp '12\.5' is not an integer"
+    ):
         _load(_write_dir(tmp_path / "frac", rows))
     users, items, times, rep = read_pairs(tmp_path / "frac" / "train.txt", "skip", True)
     assert rep.skipped_bad_lines == 1
@@ -284,9 +286,10 @@ def two_runs(tmp_path_factory) -> Path:
     untimed = _write_dir(
         root / "untimed",
         {
-            "train": [(u, i, 1) for u in range(6) for i in range(8) if (u + i) % 3],
-            "val": [(u, (u * 3) % 8, 1) for u in range(6)],
-            "ood_test": [(u, (u * 3 + 3) % 8, 1) for u in range(6)],
+            # 24 items: at least the largest K of eval.ks (20)
+            "train": [(u, i, 1) for u in range(6) for i in range(24) if (u + i) % 3],
+            "val": [(u, (u * 3) % 24, 1) for u in range(6)],
+            "ood_test": [(u, (u * 3 + 3) % 24, 1) for u in range(6)],
         },
         meta=None,
     )

@@ -307,3 +307,89 @@ def test_a_refused_resume_leaves_a_finished_run_as_it_was(tiny_dir, tmp_path, ca
     after.pop(Path(LOCK_FILE), None)
     before.pop(Path(LOCK_FILE), None)
     assert after == before
+
+
+def _files(run: Path) -> dict[str, bytes]:
+    """Every file of a run directory but the (empty) lock file, by relative path."""
+    out = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    out.pop(LOCK_FILE, None)
+    return out
+
+
+RESUME_STEPS = [
+    # (what fails, object, attribute, the call that fails: 1 = the first)
+    ("loading the checkpoint", "rundir", "resume_checkpoint", 1),
+    ("trimming epochs.jsonl", "rundir", "truncate_epochs", 1),
+    ("setting record.json aside", "os", "replace", 1),
+    ("recording the changed settings", "rundir", "record_resume_changes", 1),
+    ("writing resolved.yaml", "rundir", "write_resolved", 1),
+    ("the first new epoch", "trainer", "train_epoch", 1),
+    ("appending the first new row", "rundir", "append_epoch", 1),
+    ("the first new checkpoint", "rundir", "save_last", 1),
+    ("the second new epoch (after a checkpoint)", "trainer", "train_epoch", 2),
+    ("the second new checkpoint", "rundir", "save_last", 2),
+    ("writing the new record.json", "rundir", "write_record", 1),
+]
+
+
+def test_a_resume_that_fails_at_any_step_leaves_the_run_as_it_was(
+    tiny_dir, tmp_path, monkeypatch, capsys
+):
+    """Extending a finished run (with a changed setting) is failed at each of its steps in
+    turn: every file of the run is byte-identical afterwards, the snapshot is gone, and
+    ``oodrec report`` still counts the run; then the same resume, unfailed, succeeds."""
+    from oodrec.bench.records import load_runs
+    from oodrec.errors import RunError
+    from oodrec.train import loop
+
+    out = tmp_path / "runs"
+    assert main(["-q", *_train_args(tiny_dir, out, "done", "--epochs", "2")]) == 0
+    import shutil
+
+    targets = {"rundir": RunDir, "trainer": loop.Trainer, "os": loop.os}
+    for k, (step, owner, name, nth) in enumerate(RESUME_STEPS):
+        run = out / f"r{k}"
+        shutil.copytree(out / "done", run)
+        before = _files(run)
+        original = getattr(targets[owner], name)
+        calls = []
+
+        def failing(*args, _original=original, _nth=nth, _step=step, _calls=calls, **kwargs):
+            if _original is os.replace and not str(args[1]).endswith("record.prev.json"):
+                return _original(*args, **kwargs)  # only the move of record.json fails
+            _calls.append(1)
+            if len(_calls) == _nth:
+                raise RunError(f"injected failure: {_step}")
+            return _original(*args, **kwargs)
+
+        with monkeypatch.context() as m:
+            m.setattr(targets[owner], name, failing)
+            args = ["-q", "train", "--resume", str(run), "--epochs", "4"]
+            assert main([*args, "--set", "train.threads=1"]) == 2, step
+        assert f"injected failure: {step}" in capsys.readouterr().err
+        assert calls, f"{step}: the step was never reached"
+        assert _files(run) == before, step
+        assert not (run / ".resume-snapshot").exists(), step
+        assert run in [r.path for r in load_runs(out)], step
+    # unfailed, the resume extends the run
+    assert main(["-q", "train", "--resume", str(out / "r0"), "--epochs", "4"]) == 0
+    assert json.loads((out / "r0" / "record.json").read_text())["epochs_run"] == 4
+    assert not (out / "r0" / ".resume-snapshot").exists()
+    # an unfinished run keeps the progress a failed resume saved (a new checkpoint), and goes on
+    run = out / "unfinished"
+    shutil.copytree(out / "done", run)
+    (run / "record.json").unlink()
+    calls = []
+
+    def fail_second(self, epoch, _original=loop.Trainer.train_epoch):
+        calls.append(epoch)
+        if len(calls) == 2:
+            raise RunError("injected failure in the second new epoch")
+        return _original(self, epoch)
+
+    with monkeypatch.context() as m:
+        m.setattr(loop.Trainer, "train_epoch", fail_second)
+        assert main(["-q", "train", "--resume", str(run), "--epochs", "4"]) == 2
+    assert len(RunDir(run).read_epochs()) == 3 and not (run / ".resume-snapshot").exists()
+    assert main(["-q", "train", "--resume", str(run), "--epochs", "4"]) == 0
+    assert json.loads((run / "record.json").read_text())["epochs_run"] == 4

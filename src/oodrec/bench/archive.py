@@ -97,12 +97,14 @@ def plan_archive(src: str | Path, dest: str | Path) -> ArchivePlan:
     """What copying SRC's finished runs to DEST would do, without writing anything.
 
     Raises:
-        RunError: SRC is not a directory, holds no run and no study, or DEST is SRC or lies
-            inside it.
+        ConfigError: SRC is missing or a file, DEST is a file or lies below one.
+        RunError: SRC holds no run and no study, or DEST is SRC or lies inside it.
     """
+    from oodrec.paths import check_in_dir, check_out_dir
+
     src, dest = Path(src), Path(dest)
-    if not src.is_dir():
-        raise RunError(f"{src}: no such directory")
+    check_in_dir(src, "SRC")
+    check_out_dir(dest, "DEST")
     if dest.resolve() == src.resolve() or src.resolve() in dest.resolve().parents:
         raise RunError(f"{dest}: the destination is {src} or lies inside it; choose another")
     finished, unfinished = find_runs(src)
@@ -244,6 +246,15 @@ def archive_runs(src: str | Path, dest: str | Path, *, dry_run: bool = False) ->
             that is unfinished or has another ``record.json``), before anything is copied.
     """
     plan = plan_archive(src, dest)
+    for rel in plan.unfinished:
+        logger.warning("skipping run directory %s: no record.json (the run has not finished)", rel)
+    if plan.unfinished:
+        logger.warning(
+            "%s: skipped %d unfinished run director%s (left out of the copy)",
+            plan.src,
+            len(plan.unfinished),
+            "y" if len(plan.unfinished) == 1 else "ies",
+        )
     if plan.conflicts:
         shown = ", ".join(plan.conflicts[:10])
         more = f" and {len(plan.conflicts) - 10} more" if len(plan.conflicts) > 10 else ""
@@ -259,12 +270,6 @@ def archive_runs(src: str | Path, dest: str | Path, *, dry_run: bool = False) ->
         logger.debug("copied %s", rel)
     if plan.study in ("copy", "update"):
         _copy_study(plan.src / STUDY_FILE, plan.dest / STUDY_FILE)
-    if plan.unfinished:
-        logger.info(
-            "%d unfinished run(s) left out (no record.json): %s",
-            len(plan.unfinished),
-            ", ".join(plan.unfinished[:10]),
-        )
     return plan
 
 

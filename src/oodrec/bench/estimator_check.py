@@ -49,6 +49,18 @@ def _spearman(x: list[float], y: list[float]) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+def _rho(value: float) -> str:
+    """A correlation as a table cell; ``–`` where it is undefined (NaN: fewer than 3 points, or
+    constant values)."""
+    return "–" if math.isnan(value) else f"{value:+.3f}"
+
+
+RHO_NOTE = (
+    "rho –: undefined (fewer than 3 evaluated epochs, or the estimator or the test metric is "
+    "constant over them)."
+)
+
+
 def _pick(values: list[float], truth: list[float]) -> tuple[int, float]:
     """The index of the first maximum of ``values``, and the regret of picking it: the relative
     shortfall of ``truth`` there from the best of ``truth`` (0 when that best is not positive)."""
@@ -131,8 +143,8 @@ def estimator_table(
             r["estimator"],
             str(r["runs"]),
             str(r["points"]),
-            f"{r['rho_pooled']:+.3f}",
-            f"{r['rho_within']:+.3f}",
+            _rho(r["rho_pooled"]),
+            _rho(r["rho_within"]),
             f"{r['at_pick']:.4f}",
             f"{100 * r['regret']:.1f}%",
         ]
@@ -145,6 +157,8 @@ def estimator_table(
         "its mean shortfall from each run's best test epoch. The test metric is read here only "
         "to judge the estimators; reported figures use the runs' own selection."
     )
+    if any(math.isnan(r[k]) for r in rows for k in ("rho_pooled", "rho_within")):
+        table.notes.append(RHO_NOTE)
     return table
 
 
@@ -225,7 +239,7 @@ def search_table(rows: list[dict[str, Any]], selection: str) -> Table:
             r["estimator"],
             str(r["trials"]),
             str(r["points"]),
-            f"{r['rho_pooled']:+.3f}",
+            _rho(r["rho_pooled"]),
             f"{r['trial']}, epoch {r['epoch']}",
             f"{r['at_pick']:.4f}",
             f"{r['best']:.4f}",
@@ -241,6 +255,8 @@ def search_table(rows: list[dict[str, Any]], selection: str) -> Table:
         "and were pruned on the search's own metric. The test metric is read here only to judge "
         "the estimators."
     )
+    if any(math.isnan(r["rho_pooled"]) for r in rows):
+        table.notes.append(RHO_NOTE)
     return table
 
 

@@ -269,6 +269,11 @@ def run_grid(
             raise ConfigError(RAY_MISSING) from None
     todo, skipped = plan_grid(runs, force, grid)
     _check_data(todo)
+    if executor == "local":  # a Ray task checks on the machine that trains it
+        from oodrec.train.tracking import check_tracking
+
+        for track in {job.run.config.track for job in todo}:
+            check_tracking(track)  # once, before the first run, not once per run
     progress = GridProgress(len(runs), len(skipped), show_progress)
     done = [RunOutcome(j.run.name, "skipped") for j in skipped]
     try:

@@ -425,6 +425,7 @@ def expand_grid(
                         raise _fail(spec.source, f"two runs are both named {name!r}")
                     seen[name] = where
                     final = replace(pcfg, seed=seed, out_dir=out, name=name)
+                    final = with_experiment(final, grid_experiment(spec))
                     try:
                         final = _fill_templates(final, Path(dataset).name, seed, out)
                     except ConfigError as exc:
@@ -432,6 +433,22 @@ def expand_grid(
                     runs.append(GridRun(name, final, method.name, dataset, seed, dict(point)))
     warn_inert(spec.source, inert)
     return runs
+
+
+def grid_experiment(spec: GridSpec) -> str | None:
+    """The MLflow experiment of a grid's runs (``track.experiment``): the grid file's name
+    without its suffix (``configs/paper.yaml`` -> ``paper``); None for a grid given as data."""
+    if spec.source == "<grid>":
+        return None
+    return Path(spec.source).stem or None
+
+
+def with_experiment(cfg: ExperimentConfig, name: str | None) -> ExperimentConfig:
+    """``cfg`` with ``track.experiment = name``, unless it names one already (the grid's
+    ``base``, a method's overrides or ``--set track.experiment=...``) or ``name`` is None."""
+    if name is None or cfg.track.experiment is not None:
+        return cfg
+    return replace(cfg, track=replace(cfg.track, experiment=name))
 
 
 def warn_inert(source: str, inert: dict[tuple[str, str], str]) -> None:
@@ -453,6 +470,7 @@ __all__ = [
     "GridSpec",
     "MethodSpec",
     "expand_grid",
+    "grid_experiment",
     "load_grid",
     "parse_grid",
     "run_name",

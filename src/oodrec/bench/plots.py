@@ -90,7 +90,7 @@ def _reload(
         cache[key] = (dataset, Evaluator(dataset, cfg.eval, torch.device("cpu")))
     dataset, evaluator = cache[key]
     loaded = load_run(run.path, data_dir=data_dir, device="cpu", dataset=dataset)
-    return dataset, evaluator, loaded.method.scorer()
+    return dataset, evaluator, loaded.scorer()
 
 
 def run_popularity_buckets(
@@ -485,7 +485,7 @@ def write_figures(
     out = Path(out_dir)
     written: list[Path] = []
     taken: set[str] = set()
-    for runs in by_selection(load_runs(runs_dir)).values():
+    for runs in by_selection(load_runs(runs_dir, warn=False)).values():
         suffix = figure_suffix(runs, taken)
         written += figure1(runs, out, suffix, data_dir)
         written += figure4(runs, out, suffix)

@@ -229,33 +229,60 @@ def find_runs(root: str | Path) -> tuple[list[Path], list[Path]]:
     return sorted(finished), sorted(unfinished)
 
 
-def load_runs(runs_dir: str | Path) -> list[RunRecord]:
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    """The JSON in ``path``, or None and why it cannot be read."""
+    try:
+        return json.loads(path.read_text()), None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{path.name} is unreadable ({exc})"
+
+
+def load_runs(runs_dir: str | Path, warn: bool = True) -> list[RunRecord]:
     """Every finished run below ``runs_dir`` (recursively), sorted by path.
 
     Args:
         runs_dir: a directory holding run directories (at any depth, symbolic links followed,
             so a report can be assembled from links to runs of several grids; hidden
             directories skipped) or one run directory.
+        warn: log a warning for each run directory skipped (no ``record.json``: unfinished;
+            an unreadable ``record.json`` or ``bench.json``), with the reason, and their count.
 
     Returns:
-        The runs with a readable ``record.json``; unreadable ones are logged and skipped.
+        The runs with a readable ``record.json``; search trials of ``oodrec tune`` are left out
+        (counted in an info line: their final runs are the results).
     """
     runs = []
     trials = 0
-    for rec_path in sorted(path / "record.json" for path in find_runs(runs_dir)[0]):
-        try:
-            record = json.loads(rec_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            logger.warning("skipping %s: %s", rec_path, exc)
+    finished, unfinished = find_runs(runs_dir)
+    skipped = [(path, "no record.json (the run has not finished)") for path in unfinished]
+    for path in finished:
+        record, why = _read_json(path / "record.json")
+        bench: Any = {}
+        if why is None and (path / "bench.json").is_file():
+            bench, why = _read_json(path / "bench.json")
+        if why is None and not (isinstance(record, dict) and isinstance(bench, dict)):
+            why = "record.json or bench.json does not hold a JSON object"
+        if why is not None:
+            skipped.append((path, why))
             continue
-        bench_path = rec_path.parent / "bench.json"
-        bench = json.loads(bench_path.read_text()) if bench_path.is_file() else {}
         if bench.get("trial"):
             trials += 1  # a search trial of `oodrec tune`: its final runs are the results
             continue
-        runs.append(RunRecord(rec_path.parent, record, bench))
+        runs.append(RunRecord(path, record, bench))
     if trials:
         logger.info("%s: %d oodrec tune trial run(s) left out of the tables", runs_dir, trials)
+    if skipped and warn:
+        for path, why in sorted(skipped):
+            logger.warning("skipping run directory %s: %s", path, why)
+        logger.warning(
+            "%s: skipped %d run director%s (%d unfinished, %d unreadable); %d finished run(s) read",
+            runs_dir,
+            len(skipped),
+            "y" if len(skipped) == 1 else "ies",
+            len(unfinished),
+            len(skipped) - len(unfinished),
+            len(runs),
+        )
     return runs
 
 

@@ -5,7 +5,7 @@ Every run is trained exactly as ``oodrec train`` does (same run directory layout
 point. Before anything runs, each run directory is checked against the run's resolved config:
 
 * no ``config.yaml``: a new run;
-* same config (``out_dir`` aside), ``record.json`` present: skipped; also when only
+* same config (``out_dir`` and ``track`` aside), ``record.json`` present: skipped; also when only
   ``train.device`` or ``train.threads`` differ (:data:`EXECUTION_KEYS`);
 * same config, no ``record.json``: resumed from its last checkpoint (``train(resume=True)``);
 * different config: an error naming the differing keys, unless ``force`` (then it is rerun).
@@ -35,13 +35,15 @@ import yaml
 from oodrec.bench.grid import GridRun
 from oodrec.config import ExperimentConfig, config_diff, from_dict, to_dict
 from oodrec.errors import ConfigError, OodrecError, RunError
-from oodrec.runs import RunDir, atomic_write_text
+from oodrec.runs import LOCK_FILE, RunDir, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 BENCH_FILE = "bench.json"
-IGNORED_KEYS = ("out_dir",)
-"""Config keys that do not change a run's results and are not compared."""
+IGNORED_KEYS = ("out_dir", "track")
+"""Config keys that do not change a run's results and are not compared: ``track`` (run
+tracking) is not even a conflict for an unfinished run, which may resume with other tracking;
+config.yaml files written before it existed compare equal to its defaults."""
 EXECUTION_KEYS = ("train.device", "train.threads")
 """Where and how a run executes. A finished run that differs from the grid only in these keys
 counts as done (a grid finished partly on a GPU machine, or run again without ``--set
@@ -257,13 +259,16 @@ _DATASET_CACHE: dict[str, Any] = {}
 
 
 def _load_dataset(cfg: ExperimentConfig):
-    """Load the run's dataset, reusing the previous one when the data config is the same."""
+    """Load the run's dataset, reusing the previous one when the data config is the same, and
+    run the checks that need it (``experiment.check_with_data``) before anything is written."""
     from oodrec.data.dataset import load_dataset
+    from oodrec.experiment import check_with_data
 
     key = json.dumps(to_dict(cfg.data), sort_keys=True)
     if key not in _DATASET_CACHE:
         _DATASET_CACHE.clear()  # keep one dataset in memory per process
         _DATASET_CACHE[key] = load_dataset(cfg.data)
+    check_with_data(cfg, _DATASET_CACHE[key])
     return _DATASET_CACHE[key]
 
 
@@ -292,12 +297,15 @@ def execute_job(job: Job) -> RunOutcome:
     """
     from oodrec.device import check_device
     from oodrec.train.loop import fit_run
+    from oodrec.train.tracking import check_tracking
 
     t0 = time.perf_counter()
     try:
         check_device(job.run.config.train.device)  # on the machine that trains it
+        check_tracking(job.run.config.track)
         dataset = _load_dataset(job.run.config)
         rd = RunDir(job.path)
+        made = [p for p in (job.path, *job.path.parents) if not p.exists()]  # the lock makes them
         # one writer per run directory: a second bench or train on it fails with the holder's PID
         with rd.lock("bench"):
             # planned when the grid started; another bench on the same grid may have finished or
@@ -307,10 +315,21 @@ def execute_job(job: Job) -> RunOutcome:
                 logger.info("run %s: finished meanwhile by another process; skipped", job.run.name)
                 return RunOutcome(job.run.name, "skipped", time.perf_counter() - t0)
             resume = action == "resume"
-            if action == "restart":
-                rd.clear()
-            write_bench_info(job)
-            fit_run(job.run.config, dataset, rd, resume=resume)
+
+            def ready() -> None:  # the method is built (its checks passed): now write
+                if action == "restart":
+                    rd.clear()
+                write_bench_info(job)
+
+            try:
+                fit_run(job.run.config, dataset, rd, resume=resume, on_ready=ready)
+            except BaseException:
+                if made and [p.name for p in job.path.iterdir()] == [LOCK_FILE]:
+                    (job.path / LOCK_FILE).unlink()  # a refused run leaves no directory behind
+                    for folder in made:
+                        if folder.is_dir() and not any(folder.iterdir()):
+                            folder.rmdir()
+                raise
         status = "resumed" if resume else "finished"
         return RunOutcome(job.run.name, status, time.perf_counter() - t0)
     except OodrecError as exc:  # a clear message (a busy run, bad data or config): no traceback

@@ -123,11 +123,16 @@ def run_bench(
         ConfigError: a bad grid, override or option (``workers`` below 1).
         RunError: a run directory holds another config and ``force`` is off.
     """
+    from oodrec.paths import check_out_dir
+
     if options.workers is not None and options.workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {options.workers}")
+    if options.cpus_per_run < 1:
+        raise ConfigError(f"--cpus-per-run must be >= 1, got {options.cpus_per_run}")
     spec = options.subset.of(load_grid(grid_path))
     runs = expand_grid(spec, list(options.overrides), options.out)
     outcome = BenchOutcome(out_dir=options.out or spec.out_dir, runs=len(runs))
+    check_out_dir(outcome.out_dir, "--out" if options.out else f"{grid_path}: out_dir")
     if options.dry_run:
         outcome.plan = preview_grid(runs, outcome.out_dir, options.force)
         return outcome
@@ -186,12 +191,18 @@ def make_report(
         data_dir: data directory for re-ranking checkpoints (Figure 1).
 
     Raises:
-        ConfigError: ``figures`` is True and matplotlib is missing (raised after the tables are
-            written).
+        ConfigError: ``runs_dir`` is missing or a file, ``out`` (or its ``figures``) is a file
+            (before anything is written); ``figures`` is True and matplotlib is missing (raised
+            after the tables are written).
     """
     from oodrec.bench.report import prune_stale, write_report
+    from oodrec.paths import check_in_dir, check_out_dir
 
+    check_in_dir(runs_dir, "RUNS_DIR")
+    what = "--out" if out else "the report directory"
     out = Path(out) if out else Path(runs_dir) / "report"
+    check_out_dir(out, what)
+    check_out_dir(out / "figures", what)
     written = write_report(runs_dir, out, target=target, baseline=baseline, reselect=reselect)
     skipped = None
     drew_figures = False

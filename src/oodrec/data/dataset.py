@@ -198,11 +198,7 @@ def _check_table_size(
         ("item", num_items - 1, train.items),
         key=lambda r: r[1],
     )
-    path = found.files.get("train")
-    line = None
-    if path is not None and found.layout in ("pairs", "adjacency"):
-        line = find_id_line(path, role, value, found.layout)
-    where = f"{path}, line {line}" if line is not None else str(path)
+    where = _id_line(found, role, value)
     distinct = int(torch.unique(used).numel())
     raise DataValidationError(
         f"{where}: {role} id {value} makes an id space of {num_users:,} users x {num_items:,} "
@@ -212,6 +208,73 @@ def _check_table_size(
         f"({human_bytes(memory)}). The file uses only {distinct:,} distinct {role} id(s): "
         "renumber the ids to 0..N-1 (`oodrec prepare` does so)"
     )
+
+
+SPARSE_UNUSED = 10_000
+"""An id space is sparse when more ids never occur in train than occur, and more than this
+many (``_check_sparse_ids``)."""
+SPARSE_WARN = 1_000
+"""Below ``SPARSE_UNUSED`` unused ids, more than this many (and more than the ids used) is
+only a warning."""
+STRAY_GAP = 1_000
+"""An id more than this above the next largest id, and more than twice its size, is a stray
+id: the id space up to it is sparse whatever the counts."""
+CHECKPOINT_COPIES = 7
+"""Copies of the embedding tables in a run's checkpoints: best.pt (1), last.pt and prev.pt
+(the tables and Adam's two moments: 3 each)."""
+
+
+def _id_line(found: DirectoryLayout, role: str, value: int) -> str:
+    """``FILE, line N`` of the first occurrence of ``role`` id ``value`` in the train file."""
+    path = found.files.get("train")
+    line = None
+    if path is not None and found.layout in ("pairs", "adjacency"):
+        line = find_id_line(path, role, value, found.layout)
+    return f"{path}, line {line}" if line is not None else str(path)
+
+
+def _check_sparse_ids(found: DirectoryLayout, train: Interactions, allow: bool) -> None:
+    """Refuse (or, with ``allow``, warn about) a sparse id space: one embedding row per id from 0
+    to the largest id, so ids that never occur cost memory and checkpoint space, and items that
+    never occur are ranked in every full evaluation. Sparse: more unused ids than used ones and
+    more than ``SPARSE_UNUSED`` of them, or a stray largest id (``STRAY_GAP``). More unused ids
+    than used ones and more than ``SPARSE_WARN`` is a warning only. The message names the
+    largest id and its line, the memory the unused rows cost and the cure (``oodrec prepare``).
+
+    Raises:
+        DataValidationError: a sparse id space and not ``allow``.
+    """
+    for role, ids in (("user", train.users), ("item", train.items)):
+        distinct = torch.unique(ids)  # sorted
+        used, top = int(distinct.numel()), int(distinct[-1])
+        below = int(distinct[-2]) if used > 1 else -1
+        unused = top + 1 - used
+        stray = top - below > STRAY_GAP and top > 2 * (below + 1)
+        sparse = stray or (unused > used and unused > SPARSE_UNUSED)
+        if not sparse and not (unused > used and unused > SPARSE_WARN):
+            continue
+        what = (
+            f"lies far beyond the other {role} ids (the next largest is {below:,})"
+            if stray
+            else f"makes an id space of {top + 1:,} {role}s"
+        )
+        rows = table_bytes(unused)
+        msg = (
+            f"{_id_line(found, role, top)}: {role} id {top:,} {what}: only {used:,} of the "
+            f"{top + 1:,} {role} ids 0..{top:,} occur in train. The {unused:,} that never occur "
+            f"still get embedding rows: {human_bytes(rows)} (x{TRAINING_COPIES} in training = "
+            f"{human_bytes(TRAINING_COPIES * rows)}, up to {human_bytes(CHECKPOINT_COPIES * rows)}"
+            " in a run's checkpoints)"
+        )
+        if role == "item":
+            msg += ", and every full evaluation ranks them as candidates"
+        cure = "renumber the ids to 0..N-1 (`oodrec prepare` does so)"
+        if sparse and not allow:
+            raise DataValidationError(
+                f"{msg}. {cure[0].upper()}{cure[1:]}, or set data.allow_sparse_ids=true "
+                "(--set data.allow_sparse_ids=true) to use the ids as they are"
+            )
+        logger.warning("%s; %s", msg, cure)
 
 
 def load_dataset(cfg: DataConfig) -> InteractionDataset:
@@ -224,7 +287,8 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
     dropped and counted; a split emptied by these checks is an error that names the check and
     every count. A directory with val but no IID test file loads with ``iid_test`` empty and
     listed in ``report.absent_splits`` (it has no metrics). An id space whose embedding tables
-    would not fit in memory (``_check_table_size``) is refused before anything is allocated.
+    would not fit in memory (``_check_table_size``) is refused before anything is allocated, and
+    so is a sparse id space (``_check_sparse_ids``) unless ``cfg.allow_sparse_ids``.
 
     Timestamps: a directory whose ``prepare.json`` declares the third column a timestamp
     (``oodrec.data.layouts.timestamp_unit``) loads with ``Interactions.timestamps`` on every
@@ -285,6 +349,7 @@ def load_dataset(cfg: DataConfig) -> InteractionDataset:
     num_users = int(train.users.max()) + 1
     num_items = int(train.items.max()) + 1
     _check_table_size(found, train, num_users, num_items)
+    _check_sparse_ids(found, train, cfg.allow_sparse_ids)
     user_deg = torch.bincount(train.users, minlength=num_users)
     item_deg = torch.bincount(train.items, minlength=num_items)
     train_keys = torch.sort(train.keys(num_items)).values

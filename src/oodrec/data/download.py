@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from oodrec.data.registry import DatasetSpec, sha256_file
 from oodrec.errors import DataValidationError
+from oodrec.paths import mkstemp_shared
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def download_dataset(
             written.append(target)
             continue
         url = file_url(spec, f.filename, f.url, base_url)
-        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{f.filename}.", suffix=".part")
+        fd, tmp_name = mkstemp_shared(folder, f".{f.filename}.", ".part")
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as out:

@@ -13,13 +13,18 @@ What every reader accepts and refuses, before any work starts:
   bad line (an error naming it, or skipped and counted with ``on_bad_lines="skip"``);
 * an id above ``MAX_ID`` (2**31 - 1) is refused with an error naming file, line and id: models
   keep one embedding row per id from 0 to the largest one, so such an id alone would ask for a
-  table of billions of rows (with ``on_bad_lines="skip"`` its line is skipped and counted).
+  table of billions of rows (with ``on_bad_lines="skip"`` its line is skipped and counted);
+* an id is written in plain digits: ``+3``, ``004``, ``1_0`` or ``-0`` (which Python's ``int``
+  reads as 3, 4, 10 and 0) make a bad line, so an id never silently means another one;
+* a bad line's message says what is wrong with it: its field count against the file's, the
+  token that is no id, or bytes that are not UTF-8 text.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -96,6 +101,50 @@ def _int_or_none(token: bytes) -> int | None:
         return int(token)
     except ValueError:
         return None
+
+
+def _plain(token: bytes) -> bool:
+    """Whether ``token`` is a non-negative integer in plain digits (no sign, no leading zero,
+    no ``_``): the only spelling of an id."""
+    return token.isdigit() and (token == b"0" or not token.startswith(b"0"))
+
+
+_POW10 = 10 ** np.arange(1, 19, dtype=np.int64)
+
+
+def _all_plain(tokens: list[bytes], values: np.ndarray) -> bool:
+    """Whether every token is its parsed non-negative value in plain digits: any other spelling
+    (``+3``, ``004``, ``1_0``) is longer than the value's digits.
+
+    Shapes:
+        tokens: [N] (bytes), values: [N] int64 >= 0.
+    """
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    digits = 1 + np.searchsorted(_POW10, values, side="right")
+    return bool((lengths == digits).all())
+
+
+def _token_problem(token: bytes, what: str) -> str | None:
+    """Why ``token`` is not a valid ``what`` (``user id``, ``item id``), or None."""
+    value = _int_or_none(token)
+    text = token.decode("utf-8", errors="replace")
+    if value is None or value < 0:
+        return f"{what} {text!r} is not a non-negative integer"
+    if not _plain(token):
+        return (
+            f"{what} {text!r} is not written in plain digits (no sign, leading zero or '_'); "
+            f"it would read as {value}"
+        )
+    return None
+
+
+def _encoding_problem(line: bytes) -> str | None:
+    """``not UTF-8 text (byte 0xff at column 3)`` for a line that does not decode, else None."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
+    return None
 
 
 def _open_split(
@@ -193,12 +242,18 @@ def read_pairs(
         values[:] = np.array(flat, dtype=np.int64).reshape(-1, width)
         if (values[:, :2] < 0).any() or (values[:, :2] > MAX_ID).any():
             raise ValueError
+        ids = flat if width == 2 else [t for k, t in enumerate(flat) if k % 3 != 2]
+        if not _all_plain(ids, values[:, :2].reshape(-1)):
+            raise ValueError
     except (ValueError, OverflowError):
         ok = np.ones(good_idx.size, dtype=bool)
         for pos, i in enumerate(good_idx):
             row = [_int_or_none(tok) for tok in fields[i][:width]]
             u, it = row[0], row[1]
+            plain = _plain(fields[i][0]) and _plain(fields[i][1])
             if None in row or u < 0 or it < 0 or not _fits_int64(row[2:]):
+                ok[pos] = False
+            elif not plain and u <= MAX_ID and it <= MAX_ID:
                 ok[pos] = False
             elif u > MAX_ID or it > MAX_ID:
                 ok[pos] = False
@@ -210,9 +265,23 @@ def read_pairs(
         good_idx = good_idx[ok]
     bad_idx = np.flatnonzero(bad)
     if bad_idx.size:
-        expected = f"{columns} space-separated fields with non-negative integer user and item ids"
-        expected += (" and an integer timestamp" if timestamps else "") + hint
-        _bad_lines(path, lines, bad_idx, expected, on_bad_lines, report, large)
+        names = "user item timestamp" if timestamps else "user item value"
+        names = names if columns == 3 else "user item"
+
+        def why(line: bytes) -> str:
+            tokens = line.split()
+            if len(tokens) != columns:
+                return (
+                    f"it has {len(tokens)} field(s), but the file's lines have {columns} "
+                    f"({names}): every line needs the same number of fields{hint}"
+                )
+            for token, what in zip(tokens, ("user id", "item id")):
+                problem = _token_problem(token, what)
+                if problem:
+                    return problem
+            return f"timestamp {tokens[2].decode(errors='replace')!r} is not an integer"
+
+        _bad_lines(path, lines, bad_idx, why, on_bad_lines, report, large)
     times = values[:, 2] if timestamps else None
     return _finish(path, values[:, 0], values[:, 1], report, times)
 
@@ -249,7 +318,7 @@ def _bad_lines(
     path: Path,
     lines: list[bytes],
     bad_idx: np.ndarray,
-    expected: str,
+    why: Callable[[bytes], str],
     on_bad_lines: str,
     report: FileReport,
     large: dict[int, tuple[str, int]] | None = None,
@@ -257,6 +326,7 @@ def _bad_lines(
     """Raise on the first bad line, or count and log them (``on_bad_lines="skip"``).
 
     Args:
+        why: what is wrong with a (non-blank, UTF-8) bad line, for the message.
         large: line index -> ``(role, id)`` for the lines refused for an id above ``MAX_ID``.
     """
     large = large or {}
@@ -274,8 +344,13 @@ def _bad_lines(
                 f"{where}: blank line before the last interaction (only blank lines at the end "
                 f"of a file are ignored). {more}"
             )
+        encoding = _encoding_problem(lines[first])
+        if encoding is not None:
+            raise DataValidationError(
+                f"{where}: {encoding}: {_show(lines[first])}; save the file as UTF-8. {more}"
+            )
         raise DataValidationError(
-            f"{where}: malformed line {_show(lines[first])}: expected {expected}. {more}"
+            f"{where}: malformed line {_show(lines[first])}: {why(lines[first])}. {more}"
         )
     report.skipped_bad_lines = int(bad_idx.size)
     report.skipped_blank_lines = len(blank)
@@ -316,7 +391,9 @@ def _non_negative_ints(tokens: list[bytes]) -> np.ndarray | None:
         values = np.array(tokens, dtype=np.int64)
     except (ValueError, OverflowError):
         return None
-    return None if (values < 0).any() or (values > MAX_ID).any() else values
+    if (values < 0).any() or (values > MAX_ID).any() or not _all_plain(tokens, values):
+        return None
+    return values
 
 
 def _large_id(tokens: list[bytes]) -> tuple[str, int] | None:
@@ -366,8 +443,15 @@ def read_adjacency(
                     large[i] = found
     bad_idx = np.flatnonzero(bad)
     if bad_idx.size:
-        expected = "a user id followed by item ids (non-negative integers)"
-        _bad_lines(path, lines, bad_idx, expected, on_bad_lines, report, large)
+
+        def why(line: bytes) -> str:
+            for k, token in enumerate(line.split()):
+                problem = _token_problem(token, "user id" if k == 0 else "item id")
+                if problem:
+                    return f"{problem} (expected a user id followed by item ids)"
+            return "expected a user id followed by item ids (non-negative integers)"
+
+        _bad_lines(path, lines, bad_idx, why, on_bad_lines, report, large)
         good = np.flatnonzero(~bad).tolist()
         values = np.array(list(chain.from_iterable(fields[i] for i in good)), dtype=np.int64)
         fields = [fields[i] for i in good]

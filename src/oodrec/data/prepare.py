@@ -46,6 +46,8 @@ from oodrec.data.raw import (
 from oodrec.data.splits import PARTS, SplitConfig, SplitResult, get_protocol
 from oodrec.data.stats import dataset_stats, split_stats
 from oodrec.errors import ConfigError
+from oodrec.paths import check_in_file, check_out_dir
+from oodrec.ranges import check_ranges, ranged
 
 logger = logging.getLogger(__name__)
 
@@ -104,16 +106,19 @@ class PrepareOptions:
     positive_threshold: float | str | None = "auto"
     """``auto``: the format's default (rating >= 4, KuaiRec watch ratio >= 2; none when the log
     has no rating); a number; or ``None`` to keep every interaction."""
-    min_user_interactions: int = 0
+    min_user_interactions: int = ranged(0, ge=0)
     """k-core minimum per user (paper: Food 15, Yelp2018 25)."""
-    min_item_interactions: int = 0
+    min_item_interactions: int = ranged(0, ge=0)
     """k-core minimum per item (paper: 50)."""
     split: SplitConfig | None = None
     """The protocol's config (``None``: its defaults, OOD share 0.2 and 7:1:2)."""
-    seed: int = 2025
+    seed: int = ranged(2025, ge=0, le=2**63 - 1)
     """Split seed."""
     overwrite: bool = False
     """Replace split files already in ``out_dir``."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "prepare option ")
 
 
 def _resolve_threshold(
@@ -269,6 +274,9 @@ def prepare_dataset(
             "other protocols take none"
         )
     out = Path(out_dir)
+    check_out_dir(out)
+    for f in [*files, *unbiased]:
+        check_in_file(f, "input")
     existing = [f for f in PART_FILES.values() if (out / f).exists()]
     if existing and not options.overwrite:
         raise ConfigError(f"{out} already holds {', '.join(existing)}; pass overwrite / --force")

@@ -114,6 +114,7 @@ def dataset_stats(
                 data_dir=None if data_dir is None else str(data_dir),
                 on_bad_lines=on_bad_lines,  # type: ignore[arg-type]
                 verify_checksums=verify_checksums,
+                allow_sparse_ids=True,  # statistics of any id space; a sparse one is warned about
             )
         )
     parts = {

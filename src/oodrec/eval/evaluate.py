@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -30,6 +31,8 @@ class SplitResult:
     means: dict[str, float]
     users: torch.Tensor
     per_user: dict[str, torch.Tensor]
+    adjusted: dict[float, dict[str, float]] = field(default_factory=dict)
+    """Val only, with ``gammas``: gamma -> means of the popularity-adjusted scores."""
 
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
@@ -41,6 +44,24 @@ def as_scorer(scorer: Scorer | Embeddings) -> Scorer:
         emb = scorer
         return lambda users: emb.users[users] @ emb.items.T
     return scorer
+
+
+def popularity_offsets(item_degree: torch.Tensor) -> torch.Tensor:
+    """``log(1 + d_i)`` of every item's training degree: popularity-adjusted scoring ranks by
+    ``s(u, i) - gamma * log(1 + d_i)`` (gamma > 0 favours the tail, gamma < 0 the head).
+
+    Shapes:
+        item_degree: [I] -> [I] float32.
+    """
+    return torch.log1p(item_degree.to(torch.float32))
+
+
+def adjusted_scorer(scorer: Scorer, offsets: torch.Tensor, gamma: float) -> Scorer:
+    """``scorer`` with popularity-adjusted scores ``s - gamma * offsets`` (the same scorer
+    when gamma is 0). Masking happens after, so masked items stay at ``-inf``."""
+    if not gamma:
+        return scorer
+    return lambda users: scorer(users) - gamma * offsets
 
 
 def _same(a: list[CSR], b: list[CSR]) -> bool:
@@ -114,6 +135,8 @@ class Evaluator:
                 split: CSR(inter.users, inter.items, dataset.num_users).to(device)
                 for split, inter in dataset.candidates.items()
             }
+        self.offsets = popularity_offsets(dataset.item_degree()).to(device)
+        """``log(1 + training degree)`` of every item (popularity-adjusted scoring)."""
         # OOD-aware selection estimators: val only, next to its plain metrics
         self.estimators = {
             "val": ValEstimators(
@@ -133,6 +156,8 @@ class Evaluator:
         splits: tuple[str, ...] = SPLITS,
         keep_per_user: bool = True,
         on_top: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
+        gamma: float = 0.0,
+        gammas: tuple[float, ...] = (),
     ) -> dict[str, SplitResult]:
         """Metrics for each split in ``splits``.
 
@@ -144,8 +169,16 @@ class Evaluator:
             keep_per_user: keep per-user metric vectors (on CPU).
             on_top: called with ``(split, users [n], top [n, k])`` for each batch: the ranked
                 lists the metrics are computed from (``oodrec recommend`` is tested against it).
+            gamma: rank every split by the popularity-adjusted scores
+                ``s - gamma * log(1 + d_i)`` (``adjusted_scorer``).
+            gammas: also rank val by ``s - g * log(1 + d_i)`` for each ``g`` (relative to the
+                scores after ``gamma``), reusing each batch's score matrix; the means go to
+                ``out["val"].adjusted[g]``. Needs ``val`` in ``splits``.
         """
-        scorer = as_scorer(scorer)
+        scorer = adjusted_scorer(as_scorer(scorer), self.offsets, gamma)
+        gammas = tuple(g for g in gammas if g) if "val" in splits else ()
+        adjusted: dict[float, dict[str, list[torch.Tensor]]] = {g: {} for g in gammas}
+        adj_est = {g: copy.copy(self.estimators["val"]) for g in gammas}
         ks = self.cfg.ks
         # Every split ranks the same scores (a method scores from the training history only),
         # so each user is scored once for all requested splits: for DiffRec-style methods the
@@ -164,7 +197,7 @@ class Evaluator:
             if not _same(short, long[: len(short)]):
                 raise ValueError("evaluation masks must extend one another")
         k_max = max(ks)
-        for est in self.estimators.values():
+        for est in [*self.estimators.values(), *adj_est.values()]:
             est.reset()
         per_user: dict[str, dict[str, list[torch.Tensor]]] = {s: {} for s in splits}
         for start in range(0, users_all.numel(), self.cfg.user_batch_size):
@@ -176,6 +209,10 @@ class Evaluator:
                 mask_history(scores, users, g[applied:])
                 applied = len(g)
                 tops.append(top_items(scores, k_max))  # [B, k]
+                if gammas and _same(g, self.masks["val"]):
+                    self._adjusted_val(
+                        scores, users, member[splits.index("val")], k_max, adjusted, adj_est
+                    )
             for i, split in enumerate(splits):
                 rows = member[i, users]
                 if not bool(rows.any()):
@@ -210,4 +247,37 @@ class Evaluator:
                 users=eval_users.cpu() if keep_per_user else eval_users[:0].cpu(),
                 per_user={k: v.cpu() for k, v in cat.items()} if keep_per_user else {},
             )
+        for g, vals in adjusted.items():
+            means = {k: float(torch.cat(v).mean()) for k, v in vals.items()}
+            if vals:
+                means.update(adj_est[g].strat_means())
+            out["val"].adjusted[g] = means
         return out
+
+    def _adjusted_val(
+        self,
+        scores: torch.Tensor,
+        users: torch.Tensor,
+        in_val: torch.Tensor,
+        k_max: int,
+        adjusted: dict[float, dict[str, list[torch.Tensor]]],
+        estimators: dict[float, ValEstimators],
+    ) -> None:
+        """Val metrics of ``scores - g * offsets`` for each grid value ``g`` of one batch
+        (``scores`` carry val's mask already; masked entries stay ``-inf``).
+
+        Shapes:
+            scores: [B, I]; users: [B]; in_val: [U] bool.
+        """
+        rows = in_val[users]
+        if not bool(rows.any()):
+            return
+        su, sub = users[rows], scores[rows]
+        num_pos = self.csr["val"].counts()[su]
+        for g, acc in adjusted.items():
+            top = top_items(sub - g * self.offsets, k_max)
+            hits = self.csr["val"].contains(su, top, self.num_items)
+            values = ranking_metrics(hits, num_pos, self.cfg.ks)
+            values.update(estimators[g].update(su, top, hits))
+            for name, vals in values.items():
+                acc.setdefault(name, []).append(vals)

@@ -15,14 +15,19 @@ from oodrec.config import ExperimentConfig, SamplerConfig, parse_options
 from oodrec.errors import ConfigError
 from oodrec.methods.advinfonce import AdvInfoNCE
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Scorer, TrainData
+from oodrec.methods.bc import BC
 from oodrec.methods.causaldiff import CausalDiff
 from oodrec.methods.cdr import CDR
 from oodrec.methods.diffrec import DiffRec
 from oodrec.methods.drgnn import DRGNN
+from oodrec.methods.drgo import DRGO
 from oodrec.methods.hdrm import HDRM
 from oodrec.methods.hdrm_backbone import HDRMBackbone
 from oodrec.methods.invcf import InvCF
 from oodrec.methods.lightgcn import LightGCNMethod
+from oodrec.methods.mostpop import MostPop
+from oodrec.methods.pda import PDA
+from oodrec.methods.psl import PSL
 from oodrec.registry import Registry
 
 METHODS: Registry[type[Method]] = Registry("method")
@@ -35,6 +40,11 @@ METHODS.register("causaldiff", CausalDiff)
 METHODS.register("hdrm_backbone", HDRMBackbone)
 METHODS.register("hdrm", HDRM)
 METHODS.register("cdr", CDR)
+METHODS.register("drgo", DRGO)
+METHODS.register("mostpop", MostPop)
+METHODS.register("pda", PDA)
+METHODS.register("psl", PSL)
+METHODS.register("bc", BC)
 
 
 def implied_overrides(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, Scorer
 from oodrec.methods.common import user_batches
 from oodrec.models.diffrec import DiffRecDNN, importance_probs, update_loss_history
+from oodrec.ranges import ranged
 from oodrec.seeding import make_generator
 
 OFFICIAL_LR, OFFICIAL_BATCH = 1e-5, 400  # yelp_clean checkpoint (docs/methods/diffrec.md)
@@ -43,11 +44,11 @@ class DiffRecOptions:
     """Diffusion steps T."""
     noise_schedule: Literal["linear", "linear-var"] = "linear-var"
     """Beta schedule (DiffRec's ``linear-var`` reads the linspace as 1 - alpha_bar)."""
-    noise_scale: float = 0.01
+    noise_scale: float = ranged(0.01, ge=0)
     """Scale of the schedule's endpoints (0 disables noise)."""
-    noise_min: float = 0.001
+    noise_min: float = ranged(0.001, ge=0)
     """Lower endpoint before scaling."""
-    noise_max: float = 0.01
+    noise_max: float = ranged(0.01, ge=0)
     """Upper endpoint before scaling."""
     sampling_steps: int = 0
     """Inference starts from the history noised to step ``sampling_steps - 1`` (0: clean)."""

@@ -13,11 +13,13 @@ from oodrec.runs.rundir import (
     load_checkpoint,
     load_method_state,
 )
+from oodrec.runs.snapshot import ResumeSnapshot
 
 __all__ = [
     "LOCK_FILE",
     "RUN_FILES",
     "RunDir",
+    "ResumeSnapshot",
     "RunLock",
     "atomic_save",
     "atomic_write_text",

@@ -10,6 +10,8 @@ Layout::
     RUN_DIR/checkpoints/last.pt  everything needed to resume
     RUN_DIR/checkpoints/prev.pt  the checkpoint before last.pt (a fallback if last.pt is damaged)
     RUN_DIR/checkpoints/best.pt  model (and sampler) state of the selected epoch
+    RUN_DIR/tracking.json      the MLflow run it is tracked in (``--track mlflow``)
+    RUN_DIR/tensorboard/       TensorBoard event files (``--track tensorboard``)
     RUN_DIR/.lock              OS lock of the process writing the run (holds its PID)
 
 Writes are atomic (temporary file + rename), so a run killed at any point can be resumed. One
@@ -24,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ import yaml
 
 from oodrec.config import ExperimentConfig, load_yaml, to_dict
 from oodrec.errors import RunError
+from oodrec.paths import mkstemp_shared
 from oodrec.runs.lock import LOCK_FILE, RunLock, now
 
 if TYPE_CHECKING:
@@ -49,8 +51,13 @@ RUN_FILES = (
     "resumes.json",
     "per_user.pt",
     "checkpoints",
+    "tracking.json",
+    "tensorboard",
+    ".resume-snapshot",
 )
 """What a run writes; a new run removes leftovers of these (not ``bench.json``, not the lock)."""
+SNAPSHOT_DIR = ".resume-snapshot"
+"""Where a resume keeps the run's files until it succeeds (``oodrec.runs.snapshot``)."""
 
 
 class RunDir:
@@ -290,7 +297,7 @@ class RunDir:
         at every moment (the old one is hard-linked to ``prev.pt`` before the new one lands)."""
         last, prev = self.last_ckpt, self.prev_ckpt
         last.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=last.parent, prefix=".last.pt.")
+        fd, tmp = mkstemp_shared(last.parent, ".last.pt.")
         os.close(fd)
         import torch
 
@@ -351,7 +358,8 @@ class RunDir:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write ``path`` through a temporary file renamed into place (mode: 0666 less the umask)."""
+    fd, tmp = mkstemp_shared(path.parent, f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
     os.replace(tmp, path)
@@ -359,7 +367,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = mkstemp_shared(path.parent, f".{path.name}.")
     os.close(fd)
     import torch
 

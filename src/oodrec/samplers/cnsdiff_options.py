@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from oodrec.errors import ConfigError
+from oodrec.ranges import ranged
 
 Mode = Literal["code_faithful", "paper", "causal"]
 
@@ -90,11 +91,11 @@ class CNSDiffOptions:
     """Denoiser time-embedding width."""
     dropout: float = 0.5
     """Denoiser input dropout."""
-    diffusion_loss_weight: float = 1e-6
+    diffusion_loss_weight: float = ranged(1e-6, ge=0)
     """lambda_2: weight of the diffusion loss on the backbone."""
-    causal_weight: float = 0.1
+    causal_weight: float = ranged(0.1, ge=0)
     """lambda_1: weight of the causal term inside the diffusion loss."""
-    cl_weight: float = 0.3
+    cl_weight: float = ranged(0.3, ge=0)
     """lambda_3: weight of the alignment (contrastive) loss."""
     temperature: float = 2.0
     """tau of the alignment loss."""

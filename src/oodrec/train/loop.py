@@ -21,12 +21,14 @@ from oodrec.device import check_device
 from oodrec.errors import ConfigError, RunError
 from oodrec.eval.evaluate import Evaluator, SplitResult
 from oodrec.eval.fhn import negative_diagnostics, true_fhn
-from oodrec.experiment import check
+from oodrec.experiment import check, check_with_data
 from oodrec.methods import Method, TrainData, build_method
 from oodrec.runs import RunDir, atomic_save, load_checkpoint, load_method_state
+from oodrec.runs.snapshot import ResumeSnapshot
 from oodrec.seeding import derive_seed, make_generator, seed_everything
 from oodrec.train.record import FinishedRun, build_record
 from oodrec.train.selection import Selector
+from oodrec.train.tracking import Tracker, check_tracking, open_tracker
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +116,13 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.best_eval: dict[str, SplitResult] | None = None
+        self.best_gamma = 0.0
+        """The popularity adjustment of the selected epoch (``eval.adjust_gammas``; 0: none)."""
         self._stopped = False
         self._best_saved: int | None = None  # epoch held by best.pt (None: not written)
+        self.tracker: Tracker = Tracker()
+        """Mirrors each epoch's row into TensorBoard or MLflow (``oodrec.train.tracking``; a
+        no-op unless ``fit_run`` opens one for ``cfg.track``)."""
 
     # ------------------------------------------------------------------ helpers
 
@@ -218,13 +225,26 @@ class Trainer:
         out.update(method_stats)
         return out
 
-    def evaluate(self, splits: tuple[str, ...] | None = None) -> dict[str, SplitResult]:
+    def evaluate(
+        self, splits: tuple[str, ...] | None = None, gamma: float = 0.0, gammas: tuple = ()
+    ) -> dict[str, SplitResult]:
         """Full-ranking metrics of the current parameters on ``splits`` (default: every split
-        the dataset has)."""
+        the dataset has), with popularity-adjusted scores at ``gamma`` and val also at each of
+        ``gammas`` (``Evaluator.evaluate``)."""
         splits = self.splits if splits is None else splits
         self.method.eval()
         with torch.no_grad():
-            return self.evaluator.evaluate(self.method.scorer(), splits)
+            return self.evaluator.evaluate(self.method.scorer(), splits, gamma=gamma, gammas=gammas)
+
+    def _pick_gamma(self, val: SplitResult) -> tuple[float, dict[str, float]]:
+        """The gamma (0 for plain scores) whose val means are best on the selection metric,
+        with those means; the first best in the order 0, then ``eval.adjust_gammas``."""
+        metric = self.cfg.train.select_metric
+        best, means = 0.0, val.means
+        for g, m in val.adjusted.items():
+            if m[metric] > means[metric]:
+                best, means = g, m
+        return best, means
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -235,6 +255,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "selector": self.selector.state_dict(),
             "best_eval": self.best_eval,
+            "best_gamma": self.best_gamma,
             "stopped": False,
         }
 
@@ -268,6 +289,7 @@ class Trainer:
             opt.load_state_dict(optim_states[key])
         self.selector.load_state_dict(state["selector"])
         self.best_eval = state["best_eval"]
+        self.best_gamma = float(state.get("best_gamma", 0.0))
         self._best_saved = None if best is None else int(best.get("epoch", -1))
         self.start_epoch = done
         self._stopped = bool(state.get("stopped", False))
@@ -322,23 +344,36 @@ class Trainer:
             row.update(self._diagnostics(epoch))
             if (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs:
                 t1 = time.perf_counter()
-                sel = tcfg.select_on
-                res = self.evaluate(self.splits if tcfg.eval_all_splits else (sel,))
-                improved = self.selector.update(res[sel].means, epoch)
+                sel, grid = tcfg.select_on, self.cfg.eval.adjust_gammas
+                res = self.evaluate(self.splits if tcfg.eval_all_splits else (sel,), gammas=grid)
+                gamma, means = self._pick_gamma(res[sel]) if grid else (0.0, res[sel].means)
+                improved = self.selector.update(means, epoch)
                 if self.on_evaluate is not None:
-                    self.on_evaluate(epoch, res[sel].means)
-                if improved and not tcfg.eval_all_splits:
+                    self.on_evaluate(epoch, means)
+                if grid:
+                    # val's plain metrics stay in the row; the adjusted ones (and the gamma
+                    # this epoch would be selected with) beside them
+                    row["gamma"] = gamma
+                    row["val_adjusted"] = {f"{g:g}": m for g, m in res[sel].adjusted.items()}
+                if improved and gamma:
+                    # the reported epoch: every split ranked with the chosen gamma
+                    plain_val = res[sel]
+                    res = self.evaluate(self.splits, gamma=gamma)
+                    row.update({f"{sel}/{k}": v for k, v in plain_val.means.items()})
+                elif improved and not tcfg.eval_all_splits:
                     # the other splits are only needed for the epoch that will be reported
                     res.update(self.evaluate(tuple(s for s in self.splits if s != sel)))
                 row["eval_seconds"] = time.perf_counter() - t1
                 for split, r in res.items():
-                    row.update({f"{split}/{k}": v for k, v in r.means.items()})
+                    if not (improved and gamma and split == sel):
+                        row.update({f"{split}/{k}": v for k, v in r.means.items()})
                 row["improved"] = improved
                 if improved:
                     self.best_eval = res
+                    self.best_gamma = gamma
                     if self.run_dir is not None:
                         atomic_save(
-                            {"epoch": epoch, "method": self.method.state_dict()},
+                            {"epoch": epoch, "method": self.method.state_dict(), "gamma": gamma},
                             self.run_dir.best_ckpt,
                         )
                         self._best_saved = epoch
@@ -352,6 +387,7 @@ class Trainer:
                 state = self._state(epoch)
                 state["stopped"] = stopped
                 self.run_dir.save_last(state)
+                self.tracker.log_epoch(row)  # never raises: a failure warns once
             if bar is not None:
                 bar.total = self.horizon(epoch + 1)
                 bar.set_postfix(self.progress_postfix(row), refresh=False)
@@ -396,6 +432,7 @@ class Trainer:
             metrics=metrics,
             stopped_early=stopped,
             resume_changes=self.run_dir.resume_changes() if self.run_dir else [],
+            gamma=self.best_gamma,
             device=self.device,
         )
 
@@ -405,24 +442,50 @@ def fit_run(
     dataset: InteractionDataset,
     rd: RunDir | None,
     resume: bool = False,
-    show_progress: bool = False,
-    resume_from: str = "last",
-    changes: list[str] | None = None,
-    on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
-    extending: bool = False,
+    *args: Any,
+    **kwargs: Any,
 ) -> TrainResult:
     """Train a checked config into ``rd``, whose lock the caller holds (``oodrec train`` and
     ``oodrec bench`` lock the run before they decide what to do with it).
 
     Args: as :func:`train`, with ``rd`` the locked run directory (None: nothing is written),
-        and ``extending``: the resume continues a finished run to more epochs; its
-        ``record.json`` is kept as ``record.prev.json`` once the checkpoint has loaded (a
-        resume refused before that leaves the finished run as it was).
+        ``extending``: the resume continues a finished run to more epochs; its ``record.json``
+        is kept as ``record.prev.json`` once the checkpoint has loaded; and ``on_ready``:
+        called once the method is built (its checks passed), before anything is written (the
+        caller clears an old run there and names the run directory).
+
+    A resume that fails with an error leaves the run's files as they were
+    (``oodrec.runs.ResumeSnapshot``).
+    """
+    if rd is None or not resume:
+        return _fit_run(cfg, dataset, rd, resume, *args, **kwargs)
+    with ResumeSnapshot(rd):
+        return _fit_run(cfg, dataset, rd, resume, *args, **kwargs)
+
+
+def _fit_run(
+    cfg: ExperimentConfig,
+    dataset: InteractionDataset,
+    rd: RunDir | None,
+    resume: bool = False,
+    show_progress: bool = False,
+    resume_from: str = "last",
+    changes: list[str] | None = None,
+    on_evaluate: Callable[[int, dict[str, float]], None] | None = None,
+    extending: bool = False,
+    on_ready: Callable[[], None] | None = None,
+) -> TrainResult:
+    """:func:`fit_run` without the resume snapshot.
+
+    With ``rd``, ``cfg.track`` mirrors the run into TensorBoard or MLflow
+    (``oodrec.train.tracking``); a resumed run continues the same tracked run.
     """
     trainer = Trainer(cfg, dataset, rd, show_progress)
     trainer.on_evaluate = on_evaluate
     if rd is None:
         return trainer.fit()
+    if on_ready is not None:
+        on_ready()
     if resume:
         trainer.resume(resume_from)
         if extending and rd.record_path.is_file():
@@ -444,7 +507,20 @@ def fit_run(
             "resolved_options": trainer.method.describe(),
         }
     )
-    return trainer.fit()
+    # tracking (cfg.track) mirrors the run; its failures warn once and never stop it
+    trainer.tracker = open_tracker(cfg.track)
+    trainer.tracker.start(cfg, rd, list(trainer.history), resume)
+    status = "FAILED"
+    try:
+        result = trainer.fit()
+        trainer.tracker.finish(result.record, rd)
+        status = "FINISHED"
+        return result
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        trainer.tracker.close(status)
 
 
 def train(
@@ -478,7 +554,10 @@ def train(
         ConfigError: an invalid setting (checked before anything is written).
     """
     check(cfg)
+    check_with_data(cfg, dataset)
     check_device(cfg.train.device)
+    if run_dir is not None:
+        check_tracking(cfg.track)
     args = dict(
         resume=resume,
         show_progress=show_progress,

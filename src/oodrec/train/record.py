@@ -110,6 +110,7 @@ def diagnostic_summary(history: list[dict[str, Any]], best_epoch: int) -> dict[s
     """Negative diagnostics (fhn_ratio, true_fhn_ratio, norms, hardness, sampler stats) at
     the selected epoch and averaged over all epochs."""
     skip = ("loss", "epoch", "eval_seconds", "improved", "val/", "iid_test/", "ood_test/")
+    skip += ("gamma", "val_adjusted")
     keys = [k for k in (history[0] if history else {}) if not k.startswith(skip)]
     by_epoch = {r["epoch"]: r for r in history}
     best = by_epoch.get(best_epoch, {})
@@ -119,6 +120,19 @@ def diagnostic_summary(history: list[dict[str, Any]], best_epoch: int) -> dict[s
             k: sum(r[k] for r in history if k in r) / max(1, sum(k in r for r in history))
             for k in keys
         },
+    }
+
+
+def adjustment(cfg: Any, gamma: float) -> dict[str, Any] | None:
+    """How the selected epoch's scores were popularity-adjusted (None: plain scores only)."""
+    grid = tuple(cfg.eval.adjust_gammas)
+    if not grid:
+        return None
+    return {
+        "gamma": gamma,
+        "grid": [0.0, *grid],
+        "chosen_on": f"{cfg.train.select_on}/{cfg.train.select_metric}",
+        "scores": "s - gamma * log(1 + training degree of the item)",
     }
 
 
@@ -151,6 +165,8 @@ class FinishedRun:
     stopped_early: bool
     resume_changes: list[dict[str, Any]] = field(default_factory=list)
     device: Any = "cpu"
+    gamma: float = 0.0
+    """The popularity adjustment of the selected epoch (``eval.adjust_gammas``)."""
 
 
 def build_record(run: FinishedRun) -> dict[str, Any]:
@@ -182,6 +198,7 @@ def build_record(run: FinishedRun) -> dict[str, Any]:
             "test_selected": tcfg.test_selected,
             "protocol": cfg.eval.protocol,
             "label": selection_label(tcfg, cfg.eval),
+            "adjustment": adjustment(cfg, run.gamma),
         },
         "best_epoch": run.best_epoch,
         "epochs_run": len(history),

@@ -38,6 +38,21 @@ class LoadedRun:
     dataset: Any
     method: Method
     epoch: int
+    gamma: float = 0.0
+    """The popularity adjustment selected with the checkpoint (``eval.adjust_gammas``; 0 for
+    plain scores and for ``last``)."""
+
+    def scorer(self) -> Any:
+        """The run's scorer as its metrics were computed: the method's scores, popularity-
+        adjusted with ``gamma`` (``oodrec.eval.evaluate.adjusted_scorer``)."""
+        from oodrec.eval.evaluate import adjusted_scorer, popularity_offsets
+
+        scorer = self.method.scorer()
+        if not self.gamma:
+            return scorer
+        device = torch.device(self.cfg.train.device)
+        offsets = popularity_offsets(self.dataset.item_degree()).to(device)
+        return adjusted_scorer(scorer, offsets, self.gamma)
 
     @torch.no_grad()
     def evaluate(
@@ -50,7 +65,7 @@ class LoadedRun:
             splits = tuple(s for s in ("val", "iid_test", "ood_test") if s not in absent)
         device = torch.device(self.cfg.train.device)
         evaluator = evaluator or Evaluator(self.dataset, self.cfg.eval, device)
-        return evaluator.evaluate(self.method.scorer(), splits)
+        return evaluator.evaluate(self.method.scorer(), splits, gamma=self.gamma)
 
 
 def load_run(
@@ -77,6 +92,8 @@ def load_run(
 
     rd = RunDir(run_dir)
     cfg = rd.load_config()
+    # the run was trained on this data: a sparse id space (refused for new runs) is reloaded
+    cfg = replace(cfg, data=replace(cfg.data, allow_sparse_ids=True))
     if data_dir:
         cfg = replace(cfg, data=replace(cfg.data, data_dir=data_dir))
     if device:
@@ -100,9 +117,9 @@ def load_run(
     state = load_checkpoint(path, dev)
     load_method_state(method, state, path)
     method.eval()
-    return LoadedRun(
-        rd.path, cfg, dataset, method, int(state.get("epoch", state.get("next_epoch", 0) - 1))
-    )
+    epoch = int(state.get("epoch", state.get("next_epoch", 0) - 1))
+    gamma = float(state.get("gamma", 0.0)) if checkpoint == "best" else 0.0
+    return LoadedRun(rd.path, cfg, dataset, method, epoch, gamma)
 
 
 __all__ = ["LoadedRun", "load_run"]

@@ -63,6 +63,9 @@ def selection_label(tcfg: Any, ecfg: Any = None) -> str:
     ecfg = ecfg or EvalConfig()
     # the test protocol is part of the label, so tables never mix candidate and full ranking
     tail = CANDIDATES_LABEL if ecfg.protocol == "candidates" else ""
+    if ecfg.adjust_gammas:
+        # adjusted and plain rows never share a table unlabelled
+        tail = "; popularity-adjusted scores, gamma chosen on val" + tail
     if not tcfg.test_selected:
         from oodrec.eval.estimators import describe_estimator
 

@@ -40,6 +40,7 @@ def measure_speed(cfg: ExperimentConfig, repeats: int) -> SpeedResult:
     from oodrec.data.dataset import load_dataset
     from oodrec.device import check_device
     from oodrec.errors import ConfigError
+    from oodrec.experiment import check_with_data
     from oodrec.train.loop import Trainer
 
     if repeats < 1:
@@ -48,6 +49,7 @@ def measure_speed(cfg: ExperimentConfig, repeats: int) -> SpeedResult:
     load = load_average()  # before this process adds its own load
     cfg = replace(cfg, train=replace(cfg.train, fhn_batches=0))
     dataset = load_dataset(cfg.data)
+    check_with_data(cfg, dataset)  # eval.ks against the number of items
     trainer = Trainer(cfg, dataset)
     trainer.train_epoch(0)  # warm-up
     out = SpeedResult(dataset.name, load=load)

@@ -5,7 +5,10 @@ A new run (:func:`new_run`) is refused when its directory holds a run (unless ``
 checked again under the run's lock, and leaves no empty directory behind when it fails before
 writing. A resume (:func:`resume_run`) takes the lock before anything else, may change only
 ``RESUME_SAFE_KEYS``, and extends a finished run only when epochs are left; the finished run's
-``record.json`` is set aside as ``record.prev.json`` only once its checkpoint has loaded.
+``record.json`` is set aside as ``record.prev.json`` only once its checkpoint has loaded, and a
+resume that fails puts every file back (``oodrec.runs.ResumeSnapshot``). Everything that can
+refuse (the output path, the device, the data and the settings that need it, the method's own
+checks) runs before the first write; an ``--overwrite`` clears the old run only then.
 """
 
 from __future__ import annotations
@@ -19,13 +22,25 @@ from typing import Any
 
 from oodrec.config import ExperimentConfig, apply_overrides, config_diff, to_dict
 from oodrec.errors import ConfigError, OodrecError
-from oodrec.experiment import check
+from oodrec.experiment import check, check_with_data
+from oodrec.paths import check_out_dir
 from oodrec.runs import LOCK_FILE, RunDir
 
 logger = logging.getLogger(__name__)
 
-RESUME_SAFE_KEYS = ("train.epochs", "train.device", "train.threads")
-"""Settings a resume may change: they do not change what the finished epochs mean."""
+RESUME_SAFE_KEYS = (
+    "train.epochs",
+    "train.device",
+    "train.threads",
+    "track.kind",
+    "track.uri",
+    "track.experiment",
+    "data.allow_sparse_ids",
+)
+"""Settings a resume may change: they do not change what the finished epochs mean (``track.*``:
+a resumed run may start, stop or move its tracking; see docs/tracking.md;
+``data.allow_sparse_ids``: a permission, so a run started before sparse id spaces were refused
+can go on)."""
 
 OnStart = Callable[[RunDir], None]
 """Called with the locked run directory just before training starts (the CLI names it)."""
@@ -68,31 +83,40 @@ def new_run(
     from oodrec.data.dataset import load_dataset
     from oodrec.device import check_device
     from oodrec.train.loop import fit_run
+    from oodrec.train.tracking import check_tracking
 
+    check_out_dir(cfg.out_dir, "out_dir (--out)")
     check_device(cfg.train.device)
+    check_tracking(cfg.track)
     rd = RunDir(Path(cfg.out_dir) / cfg.run_name())
     if rd.config_path.exists() and not overwrite:
         raise OodrecError(exists_message(rd.path))
     existed = rd.path.exists()
+    made = [p for p in (rd.path, *rd.path.parents) if not p.exists()]  # the lock creates them
     dataset = dataset if dataset is not None else load_dataset(cfg.data)
+    check_with_data(cfg, dataset)
     with rd.lock("train"):
         try:
             # checked again under the lock: another process may have started the run meanwhile
             if rd.config_path.exists() and not overwrite:
                 raise OodrecError(exists_message(rd.path))
-            if overwrite and existed and rd.clear():
-                logger.warning("--overwrite: removed the previous run in %s", rd.path)
-            _log_data_warnings(dataset)
-            if on_start is not None:
-                on_start(rd)
-            return rd, fit_run(cfg, dataset, rd, show_progress=show_progress)
+
+            def ready() -> None:  # the method is built: its checks passed; now write
+                if overwrite and existed and rd.clear():
+                    logger.warning("--overwrite: removed the previous run in %s", rd.path)
+                _log_data_warnings(dataset)
+                if on_start is not None:
+                    on_start(rd)
+
+            return rd, fit_run(cfg, dataset, rd, show_progress=show_progress, on_ready=ready)
         except BaseException:
             if not existed and [p.name for p in rd.path.iterdir()] == [LOCK_FILE]:
                 (rd.path / LOCK_FILE).unlink()  # leave no empty run directory behind
             raise
         finally:
-            if not existed and rd.path.is_dir() and not any(rd.path.iterdir()):
-                rd.path.rmdir()
+            for folder in made:  # the run directory, then the parents this call created
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
 
 
 def resume_config(
@@ -154,6 +178,7 @@ def resume_run(
     from oodrec.data.dataset import load_dataset
     from oodrec.device import check_device
     from oodrec.train.loop import fit_run
+    from oodrec.train.tracking import check_tracking
 
     rd = RunDir(path)
     rd.load_config()  # fails on a directory that is no run before a lock file is created
@@ -161,6 +186,7 @@ def resume_run(
         saved = rd.load_config()
         cfg, changes = resume_config(saved, settings)
         check_device(cfg.train.device)
+        check_tracking(cfg.track)
         extending = False
         if rd.is_finished():
             rec = rd.read_record()
@@ -169,9 +195,8 @@ def resume_run(
                 why = "it stopped early" if rec.get("stopped_early") else "nothing is left"
                 return ResumeOutcome(rd, cfg, changes, record=rec, why_not=why)
         dataset = load_dataset(cfg.data)
+        check_with_data(cfg, dataset)
         _log_data_warnings(dataset, changes)
-        if on_start is not None:
-            on_start(rd)
         result = fit_run(
             cfg,
             dataset,
@@ -181,6 +206,7 @@ def resume_run(
             resume_from=resume_from,
             changes=changes,
             extending=extending,
+            on_ready=None if on_start is None else lambda: on_start(rd),
         )
         return ResumeOutcome(rd, cfg, changes, result=result)
 

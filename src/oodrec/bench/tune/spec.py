@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from oodrec.bench.grid import GridSpec, entry_config, set_path, warn_inert
+from oodrec.bench.grid import (
+    GridSpec,
+    entry_config,
+    grid_experiment,
+    set_path,
+    warn_inert,
+    with_experiment,
+)
 from oodrec.config import ExperimentConfig
 from oodrec.errors import ConfigError
 
@@ -184,9 +192,14 @@ def base_config(
     tune: TuneSpec,
     extra_overrides: list[str] | None = None,
 ) -> ExperimentConfig:
-    """The config a trial of (dataset, method) starts from: the grid's, at the tuning seed."""
+    """The config a trial of (dataset, method) starts from: the grid's, at the tuning seed.
+    Its MLflow experiment (``track.experiment``, unless set) is one per study,
+    ``GRID/DATASET/METHOD``: the study's trials and its final runs."""
     m = next(x for x in spec.methods if x.name == method)
     cfg = entry_config(spec.base, dataset, m, list(extra_overrides or []))
+    study = f"{Path(dataset).name}/{method}"  # the Optuna study's name (tune.study.study_name)
+    grid = grid_experiment(spec)
+    cfg = with_experiment(cfg, f"{grid}/{study}" if grid else study)
     return replace(cfg, seed=tune.seed)
 
 

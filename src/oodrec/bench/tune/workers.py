@@ -66,6 +66,7 @@ def _objective(job: StudyJob):
     from oodrec.device import check_device
     from oodrec.runs import RunDir, atomic_write_text
     from oodrec.train.loop import fit_run
+    from oodrec.train.tracking import check_tracking
 
     metric = job.base.train.select_metric
 
@@ -101,6 +102,8 @@ def _objective(job: StudyJob):
                 raise TrialPruned(f"val {metric} {means[metric]:.4f} at epoch {epoch}")
 
         check_device(cfg.train.device)
+        check_tracking(cfg.track)
+        dataset = _load_dataset(cfg)  # and its checks, before the trial's directory is written
         rd = RunDir(run_dir)
         with rd.lock("tune"):  # one writer per trial directory, as for bench and train
             action = "new"
@@ -110,12 +113,15 @@ def _objective(job: StudyJob):
                 logger.info("trial %d continues %s (%s)", trial.number, run_dir, action)
             if action == "skip":  # the run finished; only the trial's result was lost
                 return float(rd.read_record()["metrics"]["val"][metric])
-            if action == "restart":
-                rd.clear()
             trial_info = {"study": trial.study.study_name, "number": trial.number, "params": params}
-            atomic_write_text(run_dir / BENCH_FILE, json.dumps({"trial": trial_info}, indent=2))
+
+            def ready() -> None:  # the method is built (its checks passed): now write
+                if action == "restart":
+                    rd.clear()
+                atomic_write_text(run_dir / BENCH_FILE, json.dumps({"trial": trial_info}, indent=2))
+
             result = fit_run(
-                cfg, _load_dataset(cfg), rd, resume=action == "resume", on_evaluate=report
+                cfg, dataset, rd, resume=action == "resume", on_evaluate=report, on_ready=ready
             )
         return float(result.metrics["val"][metric])
 

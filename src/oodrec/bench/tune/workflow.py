@@ -156,10 +156,13 @@ def run_tune(
         RunError: a study was searched with another config (nothing trains), or a final run's
             directory holds another config.
     """
+    from oodrec.paths import check_out_dir
+
     counts = {
         "--workers": options.workers,
         "--trials": options.trials,
         "--final-epochs": options.final_epochs,
+        "--cpus-per-worker": options.cpus_per_worker,
     }
     bad = {k: v for k, v in counts.items() if v is not None and v < 1}
     if bad:
@@ -171,6 +174,7 @@ def run_tune(
     if options.final_epochs is not None:
         tune = replace(tune, final_epochs=options.final_epochs)
     out_dir = options.out or spec.out_dir
+    check_out_dir(out_dir, "--out" if options.out else f"{grid_path}: out_dir")
     url = storage_url(out_dir, options.storage)
     jobs = study_jobs(spec, tune, out_dir, url, list(options.overrides))
     outcome = TuneOutcome(out_dir, url, tune.trials, list(spec.seeds), jobs)
@@ -184,6 +188,11 @@ def run_tune(
         stage("studies")
     else:
         stage("studies")
+        if options.executor == "local":  # a Ray worker checks on the machine that trains
+            from oodrec.train.tracking import check_tracking
+
+            for track in {job.base.track for job in jobs}:
+                check_tracking(track)
         # create the storage and the studies once, before any worker starts, and refuse to add
         # trials to a study searched with another config
         check_studies(jobs)
