@@ -185,8 +185,8 @@ class RunRecord:
         best = self.record.get("best_epoch")
         if not isinstance(cap, int) or not isinstance(ran, int) or not isinstance(best, int):
             return False
-        if self.record.get("stopped_early") or ran < cap:
-            return False
+        if self.record.get("stopped_early") or ran < cap or self.record.get("trains") is False:
+            return False  # (a method with nothing to train, MostPop, has no cap to bind)
         return bool(train.get("patience")) or best == ran - 1
 
     @cached_property

@@ -146,6 +146,8 @@ class Method(nn.Module):
     Options: ClassVar[type] = type(None)
     paper: ClassVar[str] = ""
     takes_sampler: ClassVar[bool] = False
+    trains: ClassVar[bool] = True
+    """False for a method with nothing to train (MostPop): no epoch cap can bind it."""
     max_grad_norm: float | None = None
 
     def __init__(self, ctx: MethodContext, options: Any) -> None:

@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Representations, Scorer
@@ -39,6 +38,7 @@ from oodrec.methods.common import (
     cosine_scores,
     ego_l2,
     pair_batches,
+    popularity_tables,
     uniform_probe,
 )
 from oodrec.models.bc import (
@@ -50,10 +50,8 @@ from oodrec.models.bc import (
     infonce,
     popularity_ranks,
 )
-from oodrec.models.lightgcn import init_embedding_
 from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
-from oodrec.seeding import make_generator
 
 
 @dataclass(frozen=True)
@@ -171,15 +169,7 @@ class BC(Method):
         item_rank, n_item = popularity_ranks(data.item_degree())
         self.register_buffer("user_rank", user_rank)
         self.register_buffer("item_rank", item_rank)
-        dim = ctx.cfg.model.emb_dim
-        self.user_pop = nn.Parameter(torch.empty(n_user, dim, device=ctx.device))
-        self.item_pop = nn.Parameter(torch.empty(n_item, dim, device=ctx.device))
-        gen = make_generator(ctx.cfg.seed, "init", 1)
-        with torch.no_grad():
-            for p in (self.user_pop, self.item_pop):
-                cpu = torch.empty(p.shape)
-                init_embedding_(cpu, ctx.cfg.model.init, gen)
-                p.copy_(cpu)
+        self.user_pop, self.item_pop = popularity_tables(ctx, n_user, n_item)
         self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
         self.history = HistoryIndex(data.users, data.items, data.num_users, data.num_items)
         self.rows = UserBalancedPairs(data) if opts.batching == "user" else None

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from oodrec.data.graph import normalized_adjacency
 from oodrec.methods.base import (
@@ -25,7 +26,7 @@ from oodrec.methods.base import (
     Scorer,
     TrainData,
 )
-from oodrec.models.lightgcn import LightGCN
+from oodrec.models.lightgcn import LightGCN, init_embedding_
 from oodrec.samplers.base import Negatives, PositiveIndex, TripletBatch, uniform_items
 from oodrec.seeding import make_generator
 
@@ -255,6 +256,25 @@ def ego_l2(
     return total / (2 * users.numel())
 
 
+def popularity_tables(
+    ctx: MethodContext, num_user_rows: int, num_item_rows: int
+) -> tuple[nn.Parameter, nn.Parameter]:
+    """The popularity branch's embedding tables of InvCF and BC loss: one row per user / item
+    popularity index, ``model.emb_dim`` wide, initialised like the backbone (``model.init``)
+    from the run seed's ``init`` stream, sub-stream 1 (the backbone draws sub-stream 0).
+
+    Shapes: -> ([num_user_rows, d], [num_item_rows, d]) on ``ctx.device``.
+    """
+    dim = ctx.cfg.model.emb_dim
+    gen = make_generator(ctx.cfg.seed, "init", 1)
+    tables = []
+    for rows in (num_user_rows, num_item_rows):
+        cpu = torch.empty(rows, dim)
+        init_embedding_(cpu, ctx.cfg.model.init, gen)
+        tables.append(nn.Parameter(cpu.to(ctx.device)))
+    return tables[0], tables[1]
+
+
 __all__ = [
     "BatchPositives",
     "HistoryIndex",
@@ -266,6 +286,7 @@ __all__ = [
     "inner_product_representations",
     "inner_product_scorer",
     "pair_batches",
+    "popularity_tables",
     "uniform_probe",
     "user_batches",
 ]

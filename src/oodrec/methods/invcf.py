@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Representations, Scorer
@@ -34,14 +33,14 @@ from oodrec.methods.common import (
     inner_product_representations,
     inner_product_scorer,
     pair_batches,
+    popularity_tables,
     uniform_probe,
 )
 from oodrec.models.base import Embeddings
-from oodrec.models.lightgcn import init_embedding_, layer_stack
+from oodrec.models.lightgcn import layer_stack
 from oodrec.models.losses import bpr_loss, l2_loss
 from oodrec.samplers import PositiveIndex, TripletBatch
 from oodrec.samplers.base import uniform_items
-from oodrec.seeding import make_generator
 
 
 @dataclass(frozen=True)
@@ -141,15 +140,7 @@ class InvCF(Method):
         item_rank, n_item = degree_ranks(data.item_degree())
         self.register_buffer("user_rank", user_rank)
         self.register_buffer("item_rank", item_rank)
-        dim = ctx.cfg.model.emb_dim
-        self.user_pop = nn.Parameter(torch.empty(n_user, dim, device=ctx.device))
-        self.item_pop = nn.Parameter(torch.empty(n_item, dim, device=ctx.device))
-        gen = make_generator(ctx.cfg.seed, "init", 1)
-        with torch.no_grad():
-            for p in (self.user_pop, self.item_pop):
-                cpu = torch.empty(p.shape)
-                init_embedding_(cpu, ctx.cfg.model.init, gen)
-                p.copy_(cpu)
+        self.user_pop, self.item_pop = popularity_tables(ctx, n_user, n_item)
         self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
 
     @classmethod

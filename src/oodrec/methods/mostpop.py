@@ -63,6 +63,7 @@ class MostPop(Method):
 
     Options = MostPopOptions
     paper = "popularity baseline (training-degree scores; no paper of its own)"
+    trains = False
     unscored_reason = (
         "MostPop scores every user alike by the items' training degree; it has no user vectors"
     )

@@ -433,6 +433,7 @@ class Trainer:
             stopped_early=stopped,
             resume_changes=self.run_dir.resume_changes() if self.run_dir else [],
             gamma=self.best_gamma,
+            trains=self.method.trains,
             device=self.device,
         )
 

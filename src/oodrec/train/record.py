@@ -167,6 +167,8 @@ class FinishedRun:
     device: Any = "cpu"
     gamma: float = 0.0
     """The popularity adjustment of the selected epoch (``eval.adjust_gammas``)."""
+    trains: bool = True
+    """Whether the method has anything to train (``Method.trains``)."""
 
 
 def build_record(run: FinishedRun) -> dict[str, Any]:
@@ -190,6 +192,7 @@ def build_record(run: FinishedRun) -> dict[str, Any]:
         "model": cfg.model.name,
         "method": cfg.method_label(),
         "sampler": cfg.sampler.name if run.takes_sampler and cfg.sampler else None,
+        "trains": run.trains,
         "resolved_options": run.resolved_options,
         "selection": {
             "split": tcfg.select_on,
