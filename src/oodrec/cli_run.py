@@ -140,14 +140,11 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from oodrec.errors import ConfigError
+    from oodrec.paths import check_out_dir
     from oodrec.recommend import export
     from oodrec.train.reload import load_run
 
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise ConfigError(f"--out {args.out}: is a file; give a directory")
+    check_out_dir(args.out)  # before the run is loaded
     run = load_run(args.run_dir, args.data_dir, args.device, checkpoint=args.checkpoint)
     summary = export(run, args.out)
     print(f"{summary.out}: {', '.join(summary.files)}")

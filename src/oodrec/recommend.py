@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,8 @@ from oodrec.data.csr import CSR
 from oodrec.data.idmap import IdMaps, load_id_maps
 from oodrec.errors import ConfigError, DataValidationError
 from oodrec.eval.ranking import mask_history, top_items
+from oodrec.paths import check_out_dir, mkstemp_shared
+from oodrec.runs import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ class _AtomicWriter:
 
     def __init__(self, path: Path, schema: Any) -> None:
         self.path = path
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = mkstemp_shared(path.parent, f".{path.name}.", ".tmp")
         os.close(fd)
         self.tmp = Path(tmp)
         self.suffix = path.suffix.lower()
@@ -295,7 +296,6 @@ class _AtomicWriter:
 
     def commit(self) -> None:
         self._writer.close()
-        os.chmod(self.tmp, 0o666 & ~_umask())
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
@@ -303,12 +303,6 @@ class _AtomicWriter:
             self._writer.close()
         finally:
             self.tmp.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def check_output(out: str | Path) -> Path:
@@ -448,8 +442,7 @@ def export(run: Any, out_dir: str | Path) -> ExportSummary:
         ConfigError: ``out_dir`` is a file.
     """
     out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out_dir}: is a file; give a directory")
+    check_out_dir(out)
     maps = run_id_maps(run)
     with torch.no_grad():
         reps = run.method.representations()
@@ -460,7 +453,7 @@ def export(run: Any, out_dir: str | Path) -> ExportSummary:
         ("item_ids.txt", maps.items, run.dataset.num_items),
     ):
         text = "\n".join(str(x) for x in side.to_raw(np.arange(size)).tolist()) + "\n"
-        _atomic_write(out / name, text.encode())
+        atomic_write_text(out / name, text)
         files.append(name)
     info: dict[str, Any] = {
         "run": str(run.path),
@@ -477,11 +470,7 @@ def export(run: Any, out_dir: str | Path) -> ExportSummary:
             ("user_embeddings.npy", reps.users),
             ("item_embeddings.npy", reps.items),
         ):
-            arr = tensor.detach().float().cpu().numpy()
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, arr)
-            os.replace(tmp, out / name)
+            _save_npy(out / name, tensor.detach().float().cpu().numpy())
             files.append(name)
         info.update(
             score=reps.score,
@@ -493,26 +482,23 @@ def export(run: Any, out_dir: str | Path) -> ExportSummary:
             from oodrec.eval.evaluate import popularity_offsets
 
             offsets = run.gamma * popularity_offsets(run.dataset.item_degree())
-            fd, tmp = tempfile.mkstemp(dir=out, prefix=".item_offsets.npy.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, offsets.numpy().astype(np.float32))
-            os.replace(tmp, out / "item_offsets.npy")
+            _save_npy(out / "item_offsets.npy", offsets.numpy().astype(np.float32))
             files.append("item_offsets.npy")
             info["gamma"] = run.gamma
             info["note"] += (
                 f", minus item_offsets.npy (gamma={run.gamma:g} times log(1 + the item's "
                 "training degree)), as the run ranks"
             )
-    _atomic_write(out / "export.json", (json.dumps(info, indent=2) + "\n").encode())
+    atomic_write_text(out / "export.json", json.dumps(info, indent=2) + "\n")
     files.append("export.json")
     return ExportSummary(out, files, info.get("score"), info["note"])
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` through a temporary file renamed into place (mode: 0666 less the umask)."""
+    fd, tmp = mkstemp_shared(path.parent, f".{path.name}.", ".tmp")
     with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o666 & ~_umask())
+        np.save(fh, array)
     os.replace(tmp, path)
 
 
