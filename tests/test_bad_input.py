@@ -156,6 +156,12 @@ ROWS = [
         "data.split_seed must be >= 0 and <= 2**63 - 1, got -1",
     ),
     R("seed-negative", f"{T} --seed -1", "seed must be >= 0", sub=True),
+    R(
+        "adjust-on-test",
+        f"{T} --set eval.adjust_gammas=[1] --select-on ood_test",
+        "eval.adjust_gammas=[1.0] chooses gamma on val by one metric",
+    ),
+    R("adjust-not-finite", f"{T} --set eval.adjust_gammas=[nan]", "must be finite numbers"),
     R("seed-set-negative", f"{T} --set seed=-5", "seed must be >= 0 and <= 2**63 - 1, got -5"),
     R("seed-huge", f"{T} --seed 99999999999999999999", "seed must be >= 0 and <="),
     R("seed-text", f"{T} --seed one", "argument --seed: invalid int value: 'one'"),
