@@ -38,7 +38,7 @@ examples:
   oodrec bench configs/smoke.yaml                        # tiny simulator grid, under a minute
   oodrec bench configs/paper.yaml --dry-run              # list runs and what would happen
   oodrec bench configs/paper.yaml --workers 2 --set train.threads=1
-  oodrec bench configs/paper.yaml --set train.device=cuda          # one worker per GPU
+  oodrec bench configs/paper.yaml --set train.device=cuda          # runs per GPU: --workers auto
   oodrec bench configs/paper.yaml --set train.device=cuda --workers 8   # 8 runs share one GPU
   oodrec bench configs/paper.yaml --datasets yelp2018 --seeds 2,3  # part of it (same run dirs)
   oodrec bench configs/paper.yaml --executor ray --address auto    # on a Ray cluster
@@ -158,6 +158,15 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _workers(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--workers takes a count or auto, got {text!r}") from None
+
+
 def _seeds(text: str) -> list[int]:
     try:
         return [int(t) for t in _names(text)]
@@ -189,8 +198,13 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument(
         "--workers",
-        type=int,
-        help="local worker processes (default: one per GPU for CUDA runs, else 1 = in process)",
+        type=_workers,
+        metavar="N|auto",
+        help="local worker processes: a count, or auto (the default for runs on plain cuda): "
+        "the first run on each GPU starts alone, and its peak memory, the GPU's free memory and "
+        "its utilisation decide how many runs share the GPU (at most 8, and at most the CPU "
+        "cores per GPU; the decision and its reasons are logged). CPU runs: default 1, in "
+        "process",
     )
     p.add_argument("--address", help="Ray address (auto, HOST:PORT, ray://HOST:PORT)")
     p.add_argument("--cpus-per-run", type=int, default=1, help="CPUs per Ray task (default 1)")

@@ -133,6 +133,9 @@ class TrainConfig:
     eval_all_splits: bool = True
     """Evaluate val, IID test and OOD test every epoch (curves); False evaluates the test splits
     only when the selection split improves (same reported figures, less time)."""
+    sync_free: bool | Literal["auto"] = "auto"
+    """No host synchronisation in the batch loop: negatives are redrawn in a fixed number of
+    device-side rounds (docs/gpu.md#sync-free-training). ``auto``: on for CUDA, off on the CPU."""
 
     def __post_init__(self) -> None:
         if self.threads != "auto" and (isinstance(self.threads, bool) or self.threads < 0):
@@ -148,6 +151,10 @@ class TrainConfig:
         if self.select_rule not in ("metric", "all_four"):
             raise ConfigError(
                 f"train.select_rule must be 'metric' or 'all_four', got {self.select_rule!r}"
+            )
+        if self.sync_free not in (True, False, "auto"):
+            raise ConfigError(
+                f"train.sync_free must be true, false or 'auto', got {self.sync_free!r}"
             )
 
     @property
@@ -167,7 +174,9 @@ class EvalConfig:
     """Users scored per batch."""
     ips_gamma: float = ranged(0.5, ge=0)
     """OOD-aware selection (val only): exponent of the IPS weights ``1 / p(item) ** gamma`` of the
-    ``ips_*`` val metrics (0: plain metrics). See ``oodrec.eval.estimators``."""
+    ``ips_*`` val metrics (0: plain metrics). See ``oodrec.eval.estimators``. On a popularity
+    split built by ``oodrec prepare --exponent E`` the default follows the split (``E``, read
+    from its ``prepare.json``); elsewhere it is 0.5."""
     ips_clip: float = ranged(100.0, ge=1, finite=False)
     """Largest IPS weight, relative to the most popular item's weight of 1."""
     strata: int = ranged(4, ge=1)
@@ -323,16 +332,12 @@ def to_dict(cfg: Any) -> Any:
     return cfg
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
 def _describe(tp: Any) -> str:
     """``an integer``, ``one of ['auto']``: what a value of type ``tp`` is, for messages."""
     if typing.get_origin(tp) is Literal:
         return f"one of {list(typing.get_args(tp))}"
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    return names.get(tp, _type_name(tp))
+    return names.get(tp, getattr(tp, "__name__", None) or str(tp).replace("typing.", ""))
 
 
 def convert_value(value: Any, tp: Any, key: str) -> Any:

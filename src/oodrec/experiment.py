@@ -113,12 +113,42 @@ def assemble(
             cfg = set_path(cfg, key, value)
     if not cls.takes_sampler:
         cfg = replace(cfg, sampler=None)
+    if "eval.ips_gamma" not in explicit:
+        cfg = _split_ips_gamma(cfg)
     check(cfg)
     if warn_inert:
         for key, why in inert_settings(cfg).items():
             value = cfg.sampler.options[key.split(".", 1)[1]] if cfg.sampler else None
             logger.warning("%s=%s has no effect: %s", key, value, why)
     return cfg
+
+
+def _split_ips_gamma(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``eval.ips_gamma`` follows the split's protocol where it is known: a popularity split built
+    by ``oodrec prepare --exponent E`` drew its OOD test with weight ``popularity ** -E``, so its
+    IPS val estimator reweights by the same exponent. Only the default value is replaced (a
+    config that names another value keeps it); unreadable metadata is left to the data loader,
+    which reports it."""
+    from oodrec.config import EvalConfig
+    from oodrec.data.dataset import dataset_folder
+    from oodrec.data.layouts import popularity_exponent
+    from oodrec.errors import DataValidationError
+
+    if cfg.eval.ips_gamma != EvalConfig().ips_gamma:
+        return cfg
+    try:
+        folder = dataset_folder(cfg.data)
+        exponent = None if folder is None else popularity_exponent(folder)
+    except (DataValidationError, OSError):
+        return cfg
+    if exponent is None or exponent == cfg.eval.ips_gamma:
+        return cfg
+    logger.info(
+        "eval.ips_gamma=%g: the exponent of %s's popularity split (prepare.json)",
+        exponent,
+        folder,
+    )
+    return replace(cfg, eval=replace(cfg.eval, ips_gamma=exponent))
 
 
 def _value(cfg: Any, key: str) -> Any:

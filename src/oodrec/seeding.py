@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 _STREAMS = {"init": 1, "sampler": 2, "split": 3, "shuffle": 4, "diffusion": 5, "fhn": 6, "data": 7}
+_STREAMS["host"] = 8  # host-side draws of the sync-free mode (train.sync_free)
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -47,18 +48,29 @@ def make_generator(
 
 
 def beta_sample(
-    a: float, b: float, n: int, gen: torch.Generator, device: torch.device | str = "cpu"
+    a: float,
+    b: float,
+    n: int,
+    gen: torch.Generator,
+    device: torch.device | str = "cpu",
+    seed: int | None = None,
 ) -> torch.Tensor:
     """``n`` draws from Beta(a, b) driven by ``gen``.
 
     ``torch.distributions.Beta`` only uses the global RNG, so the draw runs under a forked RNG
-    seeded from ``gen``: reproducible and with no effect on the global state.
+    seeded from ``gen``: reproducible and with no effect on the global state. A ``seed`` given
+    by the caller (drawn on the host) replaces the one read from ``gen``, so that a draw on a
+    CUDA ``gen`` does not wait for the device (``train.sync_free``).
     """
-    seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
     device = torch.device(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
+        # filled on the device (no host copy); checks off (each would read the device)
         dist = torch.distributions.Beta(
-            torch.tensor(float(a), device=device), torch.tensor(float(b), device=device)
+            torch.full((), float(a), device=device),
+            torch.full((), float(b), device=device),
+            validate_args=False,
         )
         return dist.sample((n,))

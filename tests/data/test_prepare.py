@@ -150,3 +150,33 @@ def test_stats_helpers_by_hand():
     assert stats["interactions"] == 4 and stats["density"] == 1.0
     assert stats["splits"]["ood_test"]["mean_train_item_popularity"] == 1.0
     assert stats["tv_train_ood_test"] == pytest.approx(2 / 3)
+
+
+def test_ips_exponent_follows_a_prepared_popularity_split(yelp_raw, tmp_path):
+    """A popularity split records its exponent; a run on it weights the IPS val estimator by the
+    same exponent unless the config names its own; other directories keep the default."""
+    from oodrec.config import EvalConfig
+    from oodrec.data.layouts import popularity_exponent
+    from oodrec.experiment import assemble
+
+    out = prepare_dataset(
+        [yelp_raw],
+        "yelp",
+        "popularity",
+        tmp_path / "yelp",
+        PrepareOptions(split=PopularitySplitConfig(exponent=1.5), seed=1),
+    )
+    assert popularity_exponent(out) == 1.5
+    base = [f"data.dataset={out}", "data.verify_checksums=false"]
+    assert assemble(None, base).eval.ips_gamma == 1.5
+    assert assemble(None, [*base, "eval.ips_gamma=0.25"]).eval.ips_gamma == 0.25
+    meta = json.loads((out / "prepare.json").read_text())
+    meta["protocol"] = "temporal"
+    (out / "prepare.json").write_text(json.dumps(meta))
+    assert popularity_exponent(out) is None
+    assert assemble(None, base).eval.ips_gamma == EvalConfig().ips_gamma
+    meta["protocol"] = "popularity"
+    meta["options"]["split"]["exponent"] = "high"
+    (out / "prepare.json").write_text(json.dumps(meta))
+    with pytest.raises(DataValidationError, match=r"prepare.json: options.split.exponent"):
+        popularity_exponent(out)

@@ -4,9 +4,11 @@
 conflict named before anything runs), checks that the grid's data is there, and executes the
 runs in dependency waves (a run whose options name another run's directory waits for it).
 
-``local`` runs in this process with one worker, else in a pool of spawned worker processes
-(one per GPU by default when the runs use CUDA, each pinned to its GPU through
-``CUDA_VISIBLE_DEVICES``; torch threads per worker ``max(1, cores // workers)``). A worker whose
+``local`` runs in this process with one worker, else in pools of spawned worker processes,
+each pinned to its GPU through ``CUDA_VISIBLE_DEVICES`` when the runs use plain ``cuda`` (torch
+threads per worker ``max(1, cores // workers)``). For such runs the default is ``auto``: one
+probe run per GPU, then as many runs per GPU as its free memory, the probe's memory and the
+GPU's utilisation allow (``oodrec.bench.gpus``). A worker whose
 parent dies (even by SIGKILL) exits, so a killed ``oodrec bench`` leaves no run being written.
 ``ray`` submits each job as a Ray task with ``num_cpus`` / ``num_gpus`` resources; Ray is
 imported only there.
@@ -20,6 +22,7 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,56 +87,186 @@ def watch_parent(parent_pid: int) -> None:
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
 
 
-def _init_worker(threads: int, gpu_queue: Any, parent_pid: int) -> None:
+_WORKER: dict[str, Any] = {}  # in a worker process: its GPU and the parent's probe queue
+
+
+def _init_worker(threads: int, gpu_queue: Any, parent_pid: int, probes: Any = None) -> None:
     """Worker set-up: pin one GPU (before CUDA starts), set torch threads, watch the parent."""
     gpu = gpu_queue.get()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    _WORKER.update(gpu=gpu, probes=probes)
     import torch
 
     torch.set_num_threads(threads)
     watch_parent(parent_pid)
 
 
-def run_local(jobs: list[Job], workers: int | None, progress: GridProgress) -> list[RunOutcome]:
-    """Run jobs in this process (one worker, no GPU pinning) or in a spawned process pool.
+def _worker_job(job: Job) -> tuple[RunOutcome, dict[str, Any] | None]:
+    """A job in a pool worker: ``gpus.run_measured``; the first numbers of the run go to the
+    parent's probe queue (with the worker's GPU) when the parent asked for them."""
+    from oodrec.bench.gpus import run_measured
+
+    probes, gpu = _WORKER.get("probes"), _WORKER.get("gpu")
+    on_probe = None if probes is None else (lambda stats: probes.put((gpu, stats)))
+    return run_measured(job, on_probe=on_probe)
+
+
+Workers = int | Literal["auto"] | None
+
+
+class _Pool:
+    """A process pool pinned to GPUs, with at most ``capacity`` jobs in flight."""
+
+    def __init__(self, ctx: Any, gpus: list[int | None], threads: int, probes: Any) -> None:
+        from concurrent.futures import ProcessPoolExecutor
+
+        queue = ctx.Queue()
+        for gpu in gpus:
+            queue.put(gpu)
+        self.capacity = len(gpus)
+        self.gpus = gpus
+        self.inflight: dict[Any, Job] = {}
+        self.executor = ProcessPoolExecutor(
+            len(gpus),
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(threads, queue, os.getpid(), probes),
+        )
+
+
+def _schedule(
+    jobs: list[Job],
+    pools: list[_Pool],
+    progress: GridProgress,
+    on_tick: Callable[[list[_Pool]], None] | None = None,
+) -> list[RunOutcome]:
+    """Run ``jobs`` in grid order on the pools, each kept at its capacity; ``on_tick`` may add
+    pools (it is called about once a second and after each finished run)."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    pending = list(reversed(jobs))
+    outcomes: list[RunOutcome] = []
+    try:
+        while True:
+            for pool in pools:
+                while pending and len(pool.inflight) < pool.capacity:
+                    job = pending.pop()
+                    try:
+                        pool.inflight[pool.executor.submit(_worker_job, job)] = job
+                    except BrokenProcessPool as exc:  # a worker died earlier: as before, fail
+                        error = f"worker died: {exc}"
+                        outcomes.append(
+                            progress.update(RunOutcome(job.run.name, "failed", error=error))
+                        )
+            running = {fut: pool for pool in pools for fut in pool.inflight}
+            if not running:
+                break
+            done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job = running[fut].inflight.pop(fut)
+                try:
+                    outcome, _stats = fut.result()
+                except BrokenProcessPool as exc:
+                    outcome = RunOutcome(job.run.name, "failed", error=f"worker died: {exc}")
+                outcomes.append(progress.update(outcome))
+            if on_tick is not None:
+                on_tick(pools)
+    finally:
+        for pool in pools:
+            pool.executor.shutdown(wait=True, cancel_futures=True)
+    return outcomes
+
+
+def _auto_tick(probes: Any, ctx: Any, threads: int, cap: int, decided: set[int]) -> Callable:
+    """An ``on_tick`` that reads the probe runs' numbers and opens, per GPU, the further
+    workers ``gpus.choose_workers`` allows (once per GPU)."""
+    import queue as queue_module
+
+    from oodrec.bench.gpus import CUDA_CONTEXT_BYTES, choose_workers
+
+    def tick(pools: list[_Pool]) -> None:
+        while True:
+            try:
+                gpu, stats = probes.get_nowait()
+            except queue_module.Empty:
+                return
+            if gpu is None or gpu in decided:
+                continue  # a later run's numbers: the GPU's workers are decided
+            peak = stats.get("peak_memory_reserved_bytes") or 0
+            if not peak:  # it failed (or finished) before using the GPU: the next run probes
+                logger.info("--workers auto: no GPU memory measured on cuda:%s yet", gpu)
+                continue
+            decided.add(gpu)
+            choice = choose_workers(
+                stats.get("free_bytes_at_start") or 0,
+                peak + CUDA_CONTEXT_BYTES,
+                stats.get("utilization_mean"),
+                cap,
+                device=f"cuda:{gpu}",
+            )
+            logger.info("--workers auto: %s", choice.reason)
+            if choice.workers > 1:
+                pools.append(_Pool(ctx, [gpu] * (choice.workers - 1), threads, None))
+
+    return tick
+
+
+def run_local(jobs: list[Job], workers: Workers, progress: GridProgress) -> list[RunOutcome]:
+    """Run jobs in this process (one worker, no GPU pinning) or in spawned process pools.
+
+    ``auto`` for plain ``cuda`` runs (the default): the first run on each GPU starts alone as
+    a probe; ``gpus.PROBE_SECONDS`` into it (or at its end) its peak memory and its GPU's
+    utilisation give that GPU's worker count (``gpus.choose_workers``, capped by
+    ``gpus.worker_cap``), logged with the reason, and the further workers start. For CPU runs,
+    or explicit ``cuda:N`` devices, ``auto`` is one worker. CUDA runs record their peak GPU
+    memory and mean utilisation in ``bench.json`` (``gpus.run_measured``).
 
     Args:
         jobs: planned jobs.
-        workers: worker processes (``None``: one per GPU when the runs use CUDA, else 1).
+        workers: worker processes: a count, ``auto``, or ``None`` (``auto`` for runs on
+            plain ``cuda``, else 1).
         progress: the grid's progress bar.
 
     Returns:
         One outcome per job, in completion order.
     """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
+
+    from oodrec.bench.gpus import run_measured, worker_cap
 
     if not jobs:
         return []
     gpus = _cuda_devices(jobs)
-    n = max(1, min(workers or max(1, len(gpus)), len(jobs)))
-    if n == 1 and not gpus:
-        return [progress.update(execute_job(job)) for job in jobs]
-    threads = max(1, (os.cpu_count() or 1) // n)
+    if workers is None:
+        workers = "auto" if gpus else 1
+    if workers == "auto" and not gpus:
+        workers = 1
+        logger.info("--workers auto: 1 worker (the runs do not use plain cuda)")
+    if workers == 1 and not gpus:
+        return [progress.update(run_measured(job)[0]) for job in jobs]
+    cores = os.cpu_count() or 1
     ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    for i in range(n):
-        queue.put(gpus[i % len(gpus)] if gpus else None)
+    if workers == "auto":
+        cap = worker_cap(len(gpus), cores)
+        threads = max(1, cores // (cap * len(gpus)))
+        probes = ctx.Queue()
+        logger.info(
+            "--workers auto: one probe run per GPU first (GPUs %s, at most %d runs per GPU), "
+            "%d torch thread(s) per worker",
+            gpus,
+            cap,
+            threads,
+        )
+        decided: set[int] = set()
+        pools = [_Pool(ctx, list(gpus[: len(jobs)]), threads, probes)]
+        return _schedule(jobs, pools, progress, _auto_tick(probes, ctx, threads, cap, decided))
+    n = max(1, min(int(workers), len(jobs)))
+    threads = max(1, cores // n)
     logger.info("%d worker(s), %d torch thread(s) each, GPUs %s", n, threads, gpus or "none")
-    outcomes = []
-    with ProcessPoolExecutor(
-        n, mp_context=ctx, initializer=_init_worker, initargs=(threads, queue, os.getpid())
-    ) as pool:
-        futures = {pool.submit(execute_job, job): job for job in jobs}
-        for fut in as_completed(futures):
-            try:
-                outcome = fut.result()
-            except BrokenProcessPool as exc:
-                outcome = RunOutcome(futures[fut].run.name, "failed", error=f"worker died: {exc}")
-            outcomes.append(progress.update(outcome))
-    return outcomes
+    pinned: list[int | None] = [gpus[i % len(gpus)] if gpus else None for i in range(n)]
+    return _schedule(jobs, [_Pool(ctx, pinned, threads, None)], progress)
 
 
 def _ray_task(job: Job, threads: int) -> RunOutcome:
@@ -234,7 +367,7 @@ def _check_data(jobs: list[Job]) -> None:
 def run_grid(
     runs: list[GridRun],
     executor: Literal["local", "ray"] = "local",
-    workers: int | None = None,
+    workers: Workers = None,
     address: str | None = None,
     cpus_per_run: int = 1,
     force: bool = False,
@@ -246,7 +379,7 @@ def run_grid(
     Args:
         runs: expanded runs (``expand_grid``).
         executor: ``local`` or ``ray``.
-        workers: local worker processes (see ``run_local``).
+        workers: local worker processes: a count, ``auto`` or None (see ``run_local``).
         address: Ray address (``ray`` executor).
         cpus_per_run: CPUs per Ray task.
         force: rerun runs whose saved config differs.

@@ -3,8 +3,9 @@
 Ablation: families of runs equal but for CNSDiff's switches ``mixup`` / ``align`` / ``causal``
 (rows ``full``, ``w/o align``, ...). Alpha/beta: families equal but for ``initial_alpha``,
 ``initial_beta``, ``final_alpha``, ``final_beta``. Runtime: median seconds per training epoch
-and per evaluation with the recorded machine, device and threads. Tables are built for the
-runs of one selection label.
+and per evaluation with the recorded machine, device and threads, and for CUDA runs of
+``oodrec bench`` their GPU's mean utilisation and peak memory (``bench.json``). Tables are
+built for the runs of one selection label.
 """
 
 from __future__ import annotations
@@ -198,11 +199,13 @@ def runtime_table(runs: list[RunRecord]) -> Table | None:
     """Median seconds per training epoch and per evaluation, per method and dataset."""
     if not runs:
         return None
+    gpu_columns = any(_gpu(r) for r in runs)  # runs of oodrec bench on CUDA (bench.json)
     table = Table(
         title="Runtime (median over all epochs of all seeds)",
         selection=runs[0].selection,
         label_columns=["method", "dataset", "device", "device name", "threads", "torch"],
-        columns=["runs", "s/epoch", "s/eval"],
+        columns=["runs", "s/epoch", "s/eval"]
+        + (["GPU util %", "peak GPU GiB"] if gpu_columns else []),
     )
     # one row per device name too: a median over CPU and GPU epochs would describe neither
     groups = group_by(runs, lambda r: f"{r.label}\0{r.dataset}\0{_env_value(r, 'device_name')}")
@@ -221,6 +224,16 @@ def runtime_table(runs: list[RunRecord]) -> Table | None:
         med_eval = statistics.median(evals) if evals else None
         env = {k: _distinct(group, k) for k in ("device", "device_name", "threads", "torch")}
         row = [method, dataset, *env.values(), str(len(group)), _fmt_s(med_epoch), _fmt_s(med_eval)]
+        gpu: dict[str, float | None] = {}
+        if gpu_columns:
+            utils = [u for r in group if (u := _gpu(r).get("utilization_mean")) is not None]
+            peaks = [p for r in group if (p := _gpu(r).get("peak_memory_allocated_bytes"))]
+            gpu = {
+                "gpu_utilization_mean": statistics.mean(utils) if utils else None,
+                "gpu_peak_memory_gib": max(peaks) / 1024**3 if peaks else None,
+            }
+            util, peak = gpu.values()
+            row += ["–" if util is None else f"{util:.0f}", "–" if peak is None else f"{peak:.2f}"]
         table.rows.append([Cell(x) for x in row])
         table.tidy.append(
             dict(
@@ -232,13 +245,27 @@ def runtime_table(runs: list[RunRecord]) -> Table | None:
                 epoch_seconds=med_epoch,
                 eval_seconds=med_eval,
                 **env,
+                **gpu,
             )
         )
     table.notes.append(
         "device name: the CPU model for CPU runs, the GPU for CUDA runs; device and threads as "
         "recorded in each run's environment; runs on different devices get separate rows"
     )
+    if gpu_columns:
+        table.notes.append(
+            "GPU util %: mean over the runs of their GPU's utilisation, sampled every few seconds "
+            "while each trained (the whole card: runs sharing it count together); peak GPU GiB: "
+            "the largest torch.cuda.max_memory_allocated of the runs; – where not recorded (CPU "
+            "runs, runs not made by oodrec bench)"
+        )
     return table
+
+
+def _gpu(run: RunRecord) -> dict:
+    """The ``gpu`` entry ``oodrec bench`` wrote into the run's bench.json (empty if none)."""
+    gpu = run.bench.get("gpu")
+    return gpu if isinstance(gpu, dict) else {}
 
 
 def _fmt_s(x: float | None) -> str:

@@ -45,7 +45,8 @@ class BenchOptions:
         overrides: dotted ``KEY=VALUE`` overrides applied to every run.
         out: parent directory of the run directories (None: the grid's ``out_dir``).
         executor: ``local`` or ``ray``.
-        workers: local worker processes (None: one per GPU for CUDA runs, else 1).
+        workers: local worker processes: a count, ``auto`` (runs per GPU from a probe run,
+            ``executors.run_local``) or None (``auto`` for runs on plain ``cuda``, else 1).
         address: Ray address.
         cpus_per_run: CPUs per Ray task.
         force: rerun runs whose saved config differs.
@@ -57,7 +58,7 @@ class BenchOptions:
     overrides: tuple[str, ...] = ()
     out: str | None = None
     executor: Literal["local", "ray"] = "local"
-    workers: int | None = None
+    workers: int | Literal["auto"] | None = None
     address: str | None = None
     cpus_per_run: int = 1
     force: bool = False
@@ -120,13 +121,17 @@ def run_bench(
         The outcome; ``interrupted`` when Ctrl-C stopped the grid.
 
     Raises:
-        ConfigError: a bad grid, override or option (``workers`` below 1).
+        ConfigError: a bad grid, override or option (``workers`` below 1, or neither a count
+            nor ``auto``).
         RunError: a run directory holds another config and ``force`` is off.
     """
     from oodrec.paths import check_out_dir
 
-    if options.workers is not None and options.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {options.workers}")
+    if options.workers != "auto" and options.workers is not None:
+        if isinstance(options.workers, bool) or not isinstance(options.workers, int):
+            raise ConfigError(f"--workers must be a count or 'auto', got {options.workers!r}")
+        if options.workers < 1:
+            raise ConfigError(f"--workers must be >= 1 or 'auto', got {options.workers}")
     if options.cpus_per_run < 1:
         raise ConfigError(f"--cpus-per-run must be >= 1, got {options.cpus_per_run}")
     spec = options.subset.of(load_grid(grid_path))

@@ -179,6 +179,37 @@ def timestamp_unit(folder: Path) -> str | None:
     return unit
 
 
+def popularity_exponent(folder: Path) -> float | None:
+    """The exponent of the popularity-shift split that ``oodrec prepare`` built in ``folder``
+    (its OOD test drew items with weight ``popularity ** -exponent``), read from
+    ``prepare.json``; None without metadata or for another protocol.
+
+    Raises:
+        DataValidationError: unreadable ``prepare.json``, or a popularity split whose exponent is
+            not a finite number >= 0.
+    """
+    path = folder / METADATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataValidationError(f"{path}: unreadable split metadata ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("protocol") != "popularity":
+        return None
+    split = (
+        (meta.get("options") or {}).get("split") if isinstance(meta.get("options"), dict) else None
+    )
+    value = split.get("exponent") if isinstance(split, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
+        raise DataValidationError(
+            f"{path}: options.split.exponent must be a number >= 0, got {json.dumps(value)}"
+        )
+    return float(value)
+
+
 def find_layout(folder: Path) -> DirectoryLayout:
     """Decide the layout of a dataset directory and find its role files (module docstring).
 

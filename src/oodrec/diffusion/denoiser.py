@@ -249,7 +249,7 @@ class FiLMDenoiser(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor | int, y: torch.Tensor) -> torch.Tensor:
         if isinstance(t, int):
             # one step for every row (sampling chains): embed the time once
-            tt = torch.tensor([t], device=x.device)
+            tt = torch.full((1,), t, dtype=torch.long, device=x.device)  # no host copy
             cond = self.time_mlp(timestep_embedding(tt, self.time_dim)) + y  # [N, D]
         else:
             cond = self.time_mlp(timestep_embedding(t, self.time_dim)) + y  # [N, D]

@@ -34,6 +34,7 @@ def reverse_chain(
     noise_gen: torch.Generator | None = None,
     sampling_noise: bool = False,
     step_fn: StepFn | None = None,
+    counts: list[int] | None = None,
 ) -> torch.Tensor:
     """Run the posterior-mean reverse steps x_{t-1} = c1(t) f(x_t, t) + c2(t) x_t.
 
@@ -49,6 +50,9 @@ def reverse_chain(
         step_fn: alternatively, a fused step returning the posterior mean directly.
         noise_gen: RNG for ``sampling_noise``.
         sampling_noise: add sqrt(beta_tilde_t) noise for t > 0.
+        counts: with a tensor ``start``, the rows still running at each step when the caller
+            knows them on the host (``counts[t]`` = number of rows with start >= t, for t =
+            0..max(start)): ``start`` is then neither checked nor read from the device.
 
     Returns:
         [N, D], the state after step 0 (rows with start < 0 are returned unchanged).
@@ -56,6 +60,8 @@ def reverse_chain(
     n_rows = x.shape[0]
     if isinstance(start, int):
         first, counts = start, None
+    elif counts is not None:
+        first = len(counts) - 1
     else:
         if start.numel() > 1 and bool((start[1:] > start[:-1]).any()):
             raise ValueError("reverse_chain: per-row start steps must be sorted descending")

@@ -14,7 +14,7 @@ from oodrec.data.dataset import InteractionDataset
 from oodrec.errors import ConfigError
 from oodrec.eval.estimators import ValEstimators
 from oodrec.eval.metrics import ranking_metrics
-from oodrec.eval.ranking import mask_history, top_items
+from oodrec.eval.ranking import block_buffer, mask_history, top_items, top_items_by_blocks
 from oodrec.models.base import Embeddings
 
 
@@ -61,7 +61,8 @@ def adjusted_scorer(scorer: Scorer, offsets: torch.Tensor, gamma: float) -> Scor
     when gamma is 0). Masking happens after, so masked items stay at ``-inf``."""
     if not gamma:
         return scorer
-    return lambda users: scorer(users) - gamma * offsets
+    shift = gamma * offsets  # [I], once: the same floats as ``scores - gamma * offsets``
+    return lambda users: scorer(users).sub_(shift)  # a scorer returns a fresh, writable tensor
 
 
 def _same(a: list[CSR], b: list[CSR]) -> bool:
@@ -274,8 +275,10 @@ class Evaluator:
             return
         su, sub = users[rows], scores[rows]
         num_pos = self.csr["val"].counts()[su]
+        buf = block_buffer(su.numel(), self.num_items, scores.device)  # one for every g
         for g, acc in adjusted.items():
-            top = top_items(sub - g * self.offsets, k_max)
+            torch.sub(sub, g * self.offsets, out=buf[:, : self.num_items])
+            top = top_items_by_blocks(buf, k_max, self.num_items)
             hits = self.csr["val"].contains(su, top, self.num_items)
             values = ranking_metrics(hits, num_pos, self.cfg.ks)
             values.update(estimators[g].update(su, top, hits))

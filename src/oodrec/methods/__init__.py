@@ -29,6 +29,7 @@ from oodrec.methods.mostpop import MostPop
 from oodrec.methods.pda import PDA
 from oodrec.methods.psl import PSL
 from oodrec.registry import Registry
+from oodrec.samplers import SyncFree
 
 METHODS: Registry[type[Method]] = Registry("method")
 METHODS.register("lightgcn", LightGCNMethod)
@@ -108,7 +109,16 @@ def build_method(cfg: ExperimentConfig, data: TrainData, device: torch.device) -
     """Build ``cfg.model.name`` from the training view ``data`` (never the whole dataset).
     ``cfg`` is a checked config (``oodrec.experiment.assemble`` or ``check``)."""
     cls = METHODS.get(cfg.model.name)
-    return cls.from_context(MethodContext(data=data, cfg=cfg, device=device)).to(device)
+    sync_free = SyncFree() if sync_free_on(cfg, device) else None
+    ctx = MethodContext(data=data, cfg=cfg, device=device, sync_free=sync_free)
+    return cls.from_context(ctx).to(device)
+
+
+def sync_free_on(cfg: ExperimentConfig, device: torch.device | str) -> bool:
+    """``train.sync_free`` resolved for ``device``: ``auto`` is on for CUDA, off elsewhere."""
+    if cfg.train.sync_free == "auto":
+        return torch.device(device).type == "cuda"
+    return bool(cfg.train.sync_free)
 
 
 __all__ = [
@@ -119,6 +129,7 @@ __all__ = [
     "Scorer",
     "TrainData",
     "build_method",
+    "sync_free_on",
     "inert_settings",
     "check_method_config",
     "implied_overrides",

@@ -29,6 +29,7 @@ from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Representations, Scorer
 from oodrec.methods.common import (
     build_lightgcn,
+    item_counts,
     pair_batches,
     uniform_probe,
 )
@@ -108,7 +109,9 @@ class AdvInfoNCE(Method):
             for p in (self.adv_user, self.adv_item):
                 init_embedding_(p, ctx.cfg.model.init, gen)
         self.register_buffer("adv_passes", torch.zeros((), dtype=torch.long))
-        self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
+        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
+            ctx.device
+        )
         self._adv_steps = self._adv_pass_count = 0
 
     @classmethod
@@ -179,7 +182,7 @@ class AdvInfoNCE(Method):
             p = self.hardness(users, negs)
         loss = adv_infonce(s_pos, s_neg, p, o.tau, o.k_neg)
         # squared L2 of the batch's egos; each negative row counted as often as it was drawn
-        counts = torch.bincount(negs.reshape(-1), minlength=self.ctx.data.num_items)
+        counts = item_counts(negs, self.ctx.data.num_items, bool(self.ctx.sync_free))
         neg_sq = (counts * emb.item_ego.pow(2).sum(1)).sum()
         pos_sq = emb.user_ego[users].pow(2).sum() + emb.item_ego[pos].pow(2).sum()
         reg = tcfg.l2 * (pos_sq + neg_sq) / (2 * len(batch))

@@ -31,6 +31,7 @@ from torch import nn
 
 from oodrec.config import ExperimentConfig, parse_options
 from oodrec.models.base import Embeddings
+from oodrec.samplers.base import SyncFree
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 """``scorer(users [B] long) -> scores [B, I]``; higher ranks first. History masking is the
@@ -90,11 +91,15 @@ class MethodContext:
         data: the training view.
         cfg: the experiment config (``model.*``, ``sampler.*`` and ``train.*`` settings).
         device: the training device.
+        sync_free: the run's sync-free mode (``train.sync_free`` resolved for ``device``): the
+            methods pass it to their ``PositiveIndex`` and avoid host reads in their batches;
+            None: off (the exact, host-synchronising paths).
     """
 
     data: TrainData
     cfg: ExperimentConfig
     device: torch.device
+    sync_free: SyncFree | None = None
 
 
 @dataclass

@@ -170,7 +170,9 @@ class BC(Method):
         self.register_buffer("user_rank", user_rank)
         self.register_buffer("item_rank", item_rank)
         self.user_pop, self.item_pop = popularity_tables(ctx, n_user, n_item)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
+        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
+            ctx.device
+        )
         self.history = HistoryIndex(data.users, data.items, data.num_users, data.num_items)
         self.rows = UserBalancedPairs(data) if opts.batching == "user" else None
 
@@ -249,7 +251,7 @@ class BC(Method):
                 self.ctx.data.num_items,
                 gen,
                 num=o.neg_sample,
-                positives=self.history.batch(users),
+                positives=self.positives if self.ctx.sync_free else self.history.batch(users),
             )  # [B, N]; the same draws as with ``self.positives``, faster
         if phase == "pop":  # the main branch is not trained: no propagation
             return {"infonce": self.popularity_loss(users, pos, negs)}  # logged as loss_pop_infonce
@@ -263,7 +265,8 @@ class BC(Method):
         margin = self.margins(users, pos, angle(s_pos))
         terms = {"bc": (1 - o.w_lambda) * bc_main_loss(s_pos, s_neg, margin, o.tau1)}
         if l2:
-            terms["l2"] = l2 * ego_l2(emb.user_ego, emb.item_ego, users, pos, negs)
+            egos = (emb.user_ego, emb.item_ego)
+            terms["l2"] = l2 * ego_l2(*egos, users, pos, negs, bool(self.ctx.sync_free))
         return terms
 
     def _outputs(self) -> tuple[torch.Tensor, torch.Tensor]:

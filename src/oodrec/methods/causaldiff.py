@@ -222,7 +222,9 @@ class CausalDiff(Method):
         self.num_nodes = data.num_users + data.num_items
         dim = cfg.model.emb_dim
         self.model = build_lightgcn(ctx)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items).to(dev)
+        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
+            dev
+        )
         gen = make_generator(cfg.seed, "init", 1)  # apart from the LightGCN's init stream
         feats = random_features(self.num_users, self.num_items, opts.feature_dim, gen)
         if opts.features == "learned":

@@ -237,21 +237,36 @@ def cosine_scores(
     return scores.gather(1, pos.unsqueeze(1)).squeeze(1), scores.gather(1, negs)
 
 
+def item_counts(ids: torch.Tensor, num_items: int, sync_free: bool = False) -> torch.Tensor:
+    """How often each item id occurs in ``ids``: ``torch.bincount``, or with ``sync_free`` a
+    ``scatter_add_`` into a fixed-size table (the same counts without a host read on CUDA).
+
+    Shapes: ids any shape, ids in ``[0, num_items)`` -> [num_items] long.
+    """
+    flat = ids.reshape(-1)
+    if not sync_free:
+        return torch.bincount(flat, minlength=num_items)
+    zeros = torch.zeros(num_items, dtype=flat.dtype, device=flat.device)
+    return zeros.scatter_add_(0, flat, torch.ones_like(flat))
+
+
 def ego_l2(
     user_ego: torch.Tensor,
     item_ego: torch.Tensor,
     users: torch.Tensor,
     pos: torch.Tensor,
     negs: torch.Tensor | None,
+    sync_free: bool = False,
 ) -> torch.Tensor:
     """(1 / 2B) (||E_u||^2 + ||E_i||^2 + ||E_J||^2) on the batch's ego rows, each negative row
     counted as often as it was drawn (a bincount instead of gathering [B, N, d] rows).
+    ``sync_free``: count with ``item_counts`` (a CUDA bincount reads the largest id on the host).
 
     Shapes: user_ego [U, d], item_ego [I, d], users [B], pos [B], negs [B, N] or None -> scalar.
     """
     total = user_ego[users].pow(2).sum() + item_ego[pos].pow(2).sum()
     if negs is not None:
-        counts = torch.bincount(negs.reshape(-1), minlength=item_ego.shape[0])
+        counts = item_counts(negs, item_ego.shape[0], sync_free)
         total = total + (counts * item_ego.pow(2).sum(1)).sum()
     return total / (2 * users.numel())
 
@@ -285,6 +300,7 @@ __all__ = [
     "ego_l2",
     "inner_product_representations",
     "inner_product_scorer",
+    "item_counts",
     "pair_batches",
     "popularity_tables",
     "uniform_probe",

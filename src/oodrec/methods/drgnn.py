@@ -138,7 +138,9 @@ class DRGNN(Method):
         super().__init__(ctx, opts)
         data = ctx.data
         self.model = build_lightgcn(ctx)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
+        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
+            ctx.device
+        )
         self.register_buffer("deg_u", data.user_degree().float().clamp_min(1))
         self.register_buffer("deg_i", data.item_degree().float().clamp_min(1))
         # added edges (user, item); variable size, so saved as extra state

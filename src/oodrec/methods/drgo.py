@@ -232,7 +232,9 @@ class DRGO(Method):
         self.num_nodes = n = data.num_users + data.num_items
         dim = cfg.model.emb_dim
         self.model = build_lightgcn(ctx)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items).to(dev)
+        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
+            dev
+        )
         gen = make_generator(cfg.seed, "init", 1)  # apart from the LightGCN's init stream
         if opts.features == "learned":
             feats = torch.empty(n, opts.feature_dim)

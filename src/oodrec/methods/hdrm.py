@@ -203,7 +203,9 @@ class HDRM(Method):
             for _ in range(2)
         )
         self.sched = hdrm_schedule(opts).to(ctx.device)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
+        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
+            ctx.device
+        )
         self.user_pairs = UserSampledPairs(data)
         self._frozen: tuple[torch.Tensor, torch.Tensor] | None = None
         self._stats: dict[str, torch.Tensor] = {}

@@ -162,7 +162,9 @@ class HDRMBackbone(Method):
         super().__init__(ctx, opts)
         data = ctx.data
         self.backbone = build_backbone(ctx, opts.c, opts.init_scale)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
+        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
+            ctx.device
+        )
         self.user_pairs = UserSampledPairs(data)
         self._fingerprint: str | None = None
         self._stats: dict[str, torch.Tensor] = {}

@@ -141,7 +141,9 @@ class InvCF(Method):
         self.register_buffer("user_rank", user_rank)
         self.register_buffer("item_rank", item_rank)
         self.user_pop, self.item_pop = popularity_tables(ctx, n_user, n_item)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
+        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
+            ctx.device
+        )
 
     @classmethod
     def train_overrides(cls, options: dict[str, Any]) -> dict[str, Any]:

@@ -38,13 +38,16 @@ def sampler_context(ctx: MethodContext) -> SamplerContext:
     return SamplerContext(
         num_users=data.num_users,
         num_items=data.num_items,
-        positives=PositiveIndex(data.users, data.items, data.num_items).to(ctx.device),
+        positives=PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
+            ctx.device
+        ),
         item_degree=data.item_degree().to(ctx.device),
         num_epochs=cfg.train.epochs,
         device=ctx.device,
         emb_dim=cfg.model.emb_dim,
         dataset=data.name,
         seed=cfg.seed,
+        sync_free=ctx.sync_free,
     )
 
 

@@ -228,7 +228,9 @@ class PDA(Method):
         super().__init__(ctx, opts)
         data = ctx.data
         self.model = build_lightgcn(ctx)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
+        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
+            ctx.device
+        )
         self.num_stages = opts.stages if data.timestamps is not None else 1
         stage = time_stages(data.timestamps, data.users.numel(), self.num_stages)
         m = stage_popularity(data.items, stage, data.num_items, self.num_stages)

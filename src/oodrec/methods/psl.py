@@ -110,7 +110,9 @@ class PSL(Method):
         super().__init__(ctx, opts)
         data = ctx.data
         self.model = build_lightgcn(ctx)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items).to(ctx.device)
+        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
+            ctx.device
+        )
         self.history = HistoryIndex(data.users, data.items, data.num_users, data.num_items)
 
     @classmethod
@@ -143,14 +145,15 @@ class PSL(Method):
             self.ctx.data.num_items,
             gen,
             num=o.neg_sample,
-            positives=self.history.batch(users),
+            positives=self.positives if self.ctx.sync_free else self.history.batch(users),
         )  # [B, N]; the same draws as with ``self.positives``, faster
         emb = self.model.propagate()
         s_pos, s_neg = cosine_scores(emb.users[users], emb.items, pos, negs)
         loss = psl_loss(s_pos, s_neg, o.tau, o.score_tau, o.activation, o.form, o.include_positive)
         terms = {"psl": loss}
         if l2:
-            terms["l2"] = l2 * ego_l2(emb.user_ego, emb.item_ego, users, pos, negs)
+            egos = (emb.user_ego, emb.item_ego)
+            terms["l2"] = l2 * ego_l2(*egos, users, pos, negs, bool(self.ctx.sync_free))
         return terms
 
     def _normalised(self) -> tuple[torch.Tensor, torch.Tensor]:

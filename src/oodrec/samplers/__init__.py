@@ -12,6 +12,7 @@ from oodrec.samplers.base import (
     NegativeSampler,
     PositiveIndex,
     SamplerContext,
+    SyncFree,
     TripletBatch,
 )
 from oodrec.samplers.cnsdiff import CNSDiffSampler
@@ -68,5 +69,6 @@ __all__ = [
     "Negatives",
     "PositiveIndex",
     "SamplerContext",
+    "SyncFree",
     "TripletBatch",
 ]

@@ -20,6 +20,34 @@ from oodrec.models.base import Embeddings
 
 logger = logging.getLogger(__name__)
 
+SYNC_FREE_ROUNDS = 8
+"""Redraw rounds of the sync-free rejection (``train.sync_free``): every round draws a
+full-shape tensor, so a slot still colliding after them has probability ``p ** 9`` (``p``: the
+share of the draw's mass on the user's positives)."""
+
+
+class SyncFree:
+    """The sync-free mode of a run (``train.sync_free``), shared by its samplers and methods.
+
+    Rejection of training positives (``redraw_collisions``) runs ``rounds`` fixed-shape rounds
+    on the device instead of redrawing the host-counted collisions; the slots that still collide
+    are counted on the device, in ``residual``, and read once per epoch (``take``).
+    """
+
+    def __init__(self, rounds: int = SYNC_FREE_ROUNDS) -> None:
+        self.rounds = rounds
+        self.residual: torch.Tensor | None = None
+        """Residual collisions since the last ``take`` (0-dim long, on the device)."""
+
+    def add(self, count: torch.Tensor) -> None:
+        """Add a device-side count (no host read)."""
+        self.residual = count if self.residual is None else self.residual + count
+
+    def take(self) -> int:
+        """The residual collisions counted since the last call (one host read), then reset."""
+        count, self.residual = self.residual, None
+        return 0 if count is None else int(count)
+
 
 @dataclass(frozen=True)
 class TripletBatch:
@@ -79,6 +107,8 @@ class SamplerContext:
     """Dataset name (samplers may pick per-dataset presets)."""
     seed: int = 0
     """Run seed (samplers derive initialisation generators from it)."""
+    sync_free: SyncFree | None = None
+    """The run's sync-free mode (``train.sync_free``), or None (exact, host-synchronising)."""
 
 
 class PositiveIndex:
@@ -87,11 +117,20 @@ class PositiveIndex:
     Args:
         users, items: training pairs. Shape [N].
         num_items: I.
+        sync_free: the run's sync-free mode: rejection against this index then runs fixed
+            device-side rounds (``redraw_collisions``); None: exact rejection.
     """
 
-    def __init__(self, users: torch.Tensor, items: torch.Tensor, num_items: int) -> None:
+    def __init__(
+        self,
+        users: torch.Tensor,
+        items: torch.Tensor,
+        num_items: int,
+        sync_free: SyncFree | None = None,
+    ) -> None:
         self.num_items = num_items
         self.keys = torch.sort(users * num_items + items).values  # [N]
+        self.sync_free = sync_free
 
     def to(self, device: torch.device | str) -> PositiveIndex:
         self.keys = self.keys.to(device)
@@ -149,15 +188,21 @@ def redraw_collisions(
     """Replace candidates that are training positives by fresh draws, re-checking only the
     redrawn entries each round (RecBole's fast path).
 
+    With ``positives.sync_free`` set, the rejection runs on the device without host reads
+    (``redraw_fixed``).
+
     Args:
         users: [B] user ids.
         cand: [B] or [B, K] candidate item ids (modified in place).
-        draw: ``draw((n,)) -> [n]`` new item ids.
+        draw: ``draw(shape) -> shape`` new item ids.
         positives: the training pairs; ``None`` returns ``cand`` unchanged.
         max_rounds: cap on redraw rounds (a user who has every item cannot be served).
     """
     if positives is None:
         return cand
+    sync_free = getattr(positives, "sync_free", None)
+    if sync_free is not None:
+        return redraw_fixed(users, cand, draw, positives, sync_free, max_rounds)
     flat = cand.view(-1)
     row_users = users if cand.dim() == 1 else users.repeat_interleave(cand.shape[1])
     bad = torch.nonzero(positives.contains(users, cand).view(-1)).squeeze(1)
@@ -171,6 +216,32 @@ def redraw_collisions(
         logger.warning(
             "%d negatives still collide with positives after %d rounds", bad.numel(), max_rounds
         )
+    return cand
+
+
+def redraw_fixed(
+    users: torch.Tensor,
+    cand: torch.Tensor,
+    draw,
+    positives: PositiveIndex,
+    sync_free: SyncFree,
+    max_rounds: int = 100,
+) -> torch.Tensor:
+    """``redraw_collisions`` without host synchronisation: ``min(max_rounds, sync_free.rounds)``
+    rounds, each drawing a full-shape tensor that replaces (``torch.where``) the slots still
+    colliding; the slots colliding after the last round are kept and counted on the device
+    (``sync_free.add``). Same distribution as the exact rejection for the slots that end
+    clean, but another random stream.
+
+    Shapes:
+        users: [B]; cand: [B] or [B, K] -> same shape (a new tensor).
+    """
+    hit = positives.contains(users, cand)
+    for _ in range(min(max_rounds, sync_free.rounds)):
+        new = draw(tuple(cand.shape))
+        cand = torch.where(hit, new, cand)
+        hit = hit & positives.contains(users, new)
+    sync_free.add(hit.sum())
     return cand
 
 

@@ -28,6 +28,7 @@ docs/samplers/cnsdiff.md; the variational causal term is in its "The causal regu
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import torch
@@ -53,7 +54,7 @@ from oodrec.samplers.cnsdiff_losses import (
     variational_diffusion_loss,
 )
 from oodrec.samplers.cnsdiff_options import CNSDiffOptions
-from oodrec.seeding import beta_sample, make_generator
+from oodrec.seeding import beta_sample, derive_seed, make_generator
 
 
 class CNSDiffSampler(NegativeSampler):
@@ -79,6 +80,10 @@ class CNSDiffSampler(NegativeSampler):
             opt.noise_schedule, opt.steps, opt.noise_scale, opt.noise_min, opt.noise_max
         ).to(ctx.device)
         self.levels = [k for k in range(opt.sample_start, opt.steps + 1, opt.stride)]
+        # descending (the reverse chain's prefix rule); built once, moved with the sampler
+        levels = torch.tensor(self.levels[::-1])
+        self.register_buffer("levels_desc", levels, persistent=False)
+        self._coefs = (self.sched.coef1.tolist(), self.sched.coef2.tolist())  # host copies
         variational = opt.causal_mode == "variational"
         gen = make_generator(ctx.seed, "diffusion")
         self.denoiser = MLPDenoiser(
@@ -112,6 +117,7 @@ class CNSDiffSampler(NegativeSampler):
         self._last: tuple[torch.Tensor, ...] | None = None
         self._stats: dict[str, torch.Tensor] = {}
         self._count = 0
+        self._host_rng = random.Random(derive_seed(ctx.seed, "host", 0))
 
     # ------------------------------------------------------------------ interface
 
@@ -186,6 +192,14 @@ class CNSDiffSampler(NegativeSampler):
     def start_epoch(self, epoch: int) -> None:
         self.epoch = epoch
         self._stats, self._count = {}, 0
+        self._host_rng = random.Random(derive_seed(self.ctx.seed, "host", epoch))
+
+    def _host_seed(self) -> int | None:
+        """The seed of a Beta draw in sync-free mode, from a host stream of the epoch (None:
+        ``beta_sample`` reads it from the device generator, the exact mode's stream)."""
+        if self.ctx.sync_free is None:
+            return None
+        return self._host_rng.getrandbits(62)
 
     def mix_params(self) -> tuple[float, float]:
         """Beta(a, b) of the current epoch: linear in rho = epoch / H, held at the final values
@@ -215,7 +229,7 @@ class CNSDiffSampler(NegativeSampler):
             hard = cands[top, torch.arange(n, device=top.device)].transpose(0, 1)  # [B, K, D]
         if o.mixup:
             a, b = self.mix_params()
-            m = beta_sample(a, b, n * k, gen, pos.device).view(n, k)
+            m = beta_sample(a, b, n * k, gen, pos.device, self._host_seed()).view(n, k)
             span = o.max_mix_ratio - o.min_mix_ratio  # 1 - m_min by default
             m = (span * m + o.min_mix_ratio).clamp(0, 1)  # [B, K]
             neg = m.unsqueeze(-1) * hard + (1 - m).unsqueeze(-1) * rand  # [B, K, D]
@@ -347,20 +361,22 @@ class CNSDiffSampler(NegativeSampler):
         """
         o = self.options
         b, d = pos.shape
-        levels = torch.tensor(self.levels[::-1], device=pos.device)  # descending: prefix rule
-        idx = (levels - 1).repeat_interleave(b)  # [C*B], -1 = no noise
+        idx = (self.levels_desc - 1).repeat_interleave(b)  # [C*B], -1 = no noise
         x0 = pos.repeat(len(self.levels), 1)  # [C*B, D]
         noise = torch.randn(x0.shape, generator=gen, device=pos.device, dtype=pos.dtype)
         x = q_sample(self.sched, x0, idx.clamp_min(0), noise)
         x = torch.where((idx >= 0).unsqueeze(1), x, x0)
         start: torch.Tensor | int = self.sched.steps - 1 if o.denoise_from == "T" else idx
+        # rows with start >= t, known on the host: no device read in the chain
+        top = max(self.levels) - 1 if self.levels else -1
+        counts = [b * sum(k - 1 >= t for k in self.levels) for t in range(top + 1)]
         env = None
         if self.denoiser.num_envs and o.generation == "sample":
             env = torch.multinomial(self.prior, x0.shape[0], replacement=True, generator=gen)
         dropout = bool(o.sampling_dropout)
         den, sched = self.denoiser, self.sched
         tb = den.time_bias(sched.steps)  # [T, H], once per chain
-        c1, c2 = sched.coef1.tolist(), sched.coef2.tolist()
+        c1, c2 = self._coefs
 
         def step_fn(xs: torch.Tensor, t: int, n: int) -> torch.Tensor:
             e = None if env is None else env[:n]
@@ -381,6 +397,7 @@ class CNSDiffSampler(NegativeSampler):
             gen,
             o.sampling_noise,
             step_fn=None if averaged else step_fn,
+            counts=None if isinstance(start, int) else counts,
         )
         return h.view(len(self.levels), b, d).flip(0)  # back to ascending level order
 

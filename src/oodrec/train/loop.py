@@ -145,10 +145,15 @@ class Trainer:
         return shuffle, sampler
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the method's batches; returns the mean of every loss term."""
+        """One pass over the method's batches; returns the mean of every loss term (and, in
+        sync-free mode, the epoch's residual collisions). Nothing in the batch loop reads the
+        device; the terms' sums stay there until the epoch ends."""
         method = self.method
         method.train()
         method.start_epoch(epoch)
+        sync_free = method.ctx.sync_free
+        if sync_free is not None:
+            sync_free.residual = None  # count this epoch's batches only
         shuffle_gen, sampler_gen = self._epoch_generators(epoch)
         sums: dict[str, torch.Tensor] = {}
         batches_of: dict[str, int] = {}  # phase -> batches
@@ -183,6 +188,16 @@ class Trainer:
         out = {f"loss_{k}": float(v) / batches_of[term_phase[k]] for k, v in sums.items()}
         out["loss"] = sum(out.values())
         self._check_finite(epoch, out)
+        if sync_free is not None:
+            out["residual_collisions"] = residual = sync_free.take()
+            if residual:
+                logger.warning(
+                    "epoch %d: %d negatives still hit a training positive after %d sync-free "
+                    "redraw rounds (train.sync_free); they were kept",
+                    epoch,
+                    residual,
+                    sync_free.rounds,
+                )
         return out
 
     def _check_finite(self, epoch: int, losses: dict[str, float]) -> None:

@@ -1,0 +1,182 @@
+"""How far does each val rule's choice of the popularity adjustment gamma fall from the best gamma?
+
+For every finished run that logged the gamma grid (``eval.adjust_gammas``), at the run's
+selected epoch:
+
+* each *rule* (a val metric: plain ``ndcg@20``, ``ips_ndcg@20``, ``strat_ndcg@20`` ...) picks the
+  gamma of the grid (0 included) with the best val value, read from ``epochs.jsonl``; a rule
+  ``ips_ndcg@20~E`` is the IPS estimator with exponent ``E`` instead of the run's own
+  ``eval.ips_gamma``, recomputed from the checkpoint (same epoch, same grid);
+* the selected checkpoint is re-scored on the OOD test at every gamma of the grid, which gives
+  the OOD figure of each rule's pick and the *oracle* gamma (best on the test). The oracle is a
+  diagnostic of how much a perfect rule would gain: it reads the test, so it is never a result.
+
+Prints (and with ``--out`` writes) a Markdown table per dataset and method: for each rule the
+mean gamma picked, the OOD metric at the pick and its shortfall from the oracle; then the
+oracle's gamma and figure. On the simulator (``configs/gamma_sim.yaml``) the OOD test is logged
+under uniform exposure from the known relevance, so it is the truth the rules aim at.
+
+Usage::
+
+    python benchmarks/gamma_rules.py runs/gamma_sim --out results/ood_methods/gamma_rules_sim.md
+    OODREC_DATA=../shared/data python benchmarks/gamma_rules.py runs/ood_methods_food \\
+        runs/ood_methods_yahoo_r3 runs/ood_methods_yelp2018 --methods rns-adj,pda-adj
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from oodrec.eval.evaluate import Evaluator
+from oodrec.train.reload import load_run
+
+DEFAULT_RULES = ("ndcg@20", "ips_ndcg@20", "strat_ndcg@20", "ips_ndcg@20~1", "ips_ndcg@20~1.5")
+"""``METRIC~E``: an IPS val metric with exponent ``E`` (``eval.ips_gamma``), recomputed from the
+checkpoint at every gamma; the others are read from the run's own log."""
+
+
+def run_dirs(parents: list[str], methods: set[str] | None) -> list[Path]:
+    """Finished runs under ``parents`` (or the parents themselves) that logged a gamma grid."""
+    found = []
+    for parent in map(Path, parents):
+        for rec in sorted([parent / "record.json", *parent.glob("*/record.json")]):
+            if not rec.is_file():
+                continue
+            record = json.loads(rec.read_text())
+            if not (record.get("selection") or {}).get("adjustment"):
+                continue
+            bench = rec.parent / "bench.json"
+            name = json.loads(bench.read_text()).get("method") if bench.is_file() else None
+            if methods and (name or record.get("method")) not in methods:
+                continue
+            found.append(rec.parent)
+    return found
+
+
+def picks(row: dict, grid: list[float], rule: str) -> float:
+    """The gamma of ``grid`` with the best val ``rule`` in one epoch row (ties: the smaller
+    |gamma|, so no adjustment wins a tie)."""
+
+    def value(g: float) -> float:
+        if g == 0:
+            return row[f"val/{rule}"]
+        return row["val_adjusted"][f"{g:g}"][rule]
+
+    return max(sorted(grid, key=abs), key=value)
+
+
+def measure(path: Path, rules: tuple[str, ...], metrics: tuple[str, ...], cache: dict) -> dict:
+    record = json.loads((path / "record.json").read_text())
+    grid = [float(g) for g in record["selection"]["adjustment"]["grid"]]
+    rows = [json.loads(line) for line in (path / "epochs.jsonl").read_text().splitlines()]
+    row = next(r for r in rows if r["epoch"] == record["best_epoch"])
+    key = json.dumps(record["config"]["data"], sort_keys=True)
+    run = load_run(path, dataset=cache.get(key))
+    cache[key] = run.dataset
+    evaluator = Evaluator(run.dataset, run.cfg.eval, torch.device(run.cfg.train.device))
+    scorer = run.method.scorer()
+    ood = {}
+    for g in grid:
+        res = evaluator.evaluate(scorer, ("ood_test",), keep_per_user=False, gamma=g)
+        ood[g] = res["ood_test"].means
+    bench = path / "bench.json"
+    method = json.loads(bench.read_text()).get("method") if bench.is_file() else None
+    out = {
+        "dataset": record["dataset"],
+        "method": method or record.get("method"),
+        "seed": record["seed"],
+        "selected": float(record["selection"]["adjustment"]["gamma"]),
+        "rules": {},
+        "oracle": {},
+    }
+    for rule in rules:
+        if "~" in rule:
+            base, exponent = rule.split("~")
+            ecfg = replace(run.cfg.eval, ips_gamma=float(exponent))
+            val_eval = Evaluator(run.dataset, ecfg, torch.device(run.cfg.train.device))
+            vals = {
+                g: val_eval.evaluate(scorer, ("val",), keep_per_user=False, gamma=g)["val"].means
+                for g in grid
+            }
+            g = max(sorted(grid, key=abs), key=lambda x: vals[x][base])
+        else:
+            g = picks(row, grid, rule)
+        out["rules"][rule] = {"gamma": g, **{m: ood[g][m] for m in metrics}}
+    for m in metrics:
+        best = max(sorted(grid, key=abs), key=lambda g: ood[g][m])
+        out["oracle"][m] = {"gamma": best, "value": ood[best][m]}
+    return out
+
+
+def table(results: list[dict], rules: tuple[str, ...], metric: str) -> list[str]:
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in results:
+        groups[(r["dataset"], r["method"])].append(r)
+    head = "| dataset | method | seeds | " + " | ".join(
+        f"{rule}: gamma / OOD {metric} / shortfall" for rule in rules
+    )
+    lines = [
+        head + f" | oracle (test-chosen, diagnostic): gamma / OOD {metric} |",
+        "|---|---|--:|" + "--:|" * (len(rules) + 1),
+    ]
+    for (ds, method), rs in sorted(groups.items()):
+        oracle = statistics.mean(r["oracle"][metric]["value"] for r in rs)
+        cells = []
+        for rule in rules:
+            g = statistics.mean(r["rules"][rule]["gamma"] for r in rs)
+            v = statistics.mean(r["rules"][rule][metric] for r in rs)
+            short = (oracle - v) / oracle * 100 if oracle > 0 else 0.0
+            cells.append(f"{g:+.2f} / {v:.4f} / {short:.1f}%")
+        og = statistics.mean(r["oracle"][metric]["gamma"] for r in rs)
+        lines.append(
+            f"| {ds} | {method} | {len(rs)} | "
+            + " | ".join(cells)
+            + f" | {og:+.2f} / {oracle:.4f} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="run directories or their parents (a grid's out dir)")
+    p.add_argument("--rules", default=",".join(DEFAULT_RULES), help="val metrics that pick gamma")
+    p.add_argument("--metrics", default="recall@20,ndcg@20", help="OOD-test metrics reported")
+    p.add_argument("--methods", help="only these grid method names (comma-separated)")
+    p.add_argument("--out", help="also write the tables to this Markdown file")
+    args = p.parse_args(argv)
+    rules = tuple(args.rules.split(","))
+    metrics = tuple(args.metrics.split(","))
+    dirs = run_dirs(args.runs, set(args.methods.split(",")) if args.methods else None)
+    if not dirs:
+        print("no finished run with a gamma grid (eval.adjust_gammas) found", file=sys.stderr)
+        return 2
+    cache: dict = {}
+    results = []
+    for i, d in enumerate(dirs, 1):
+        print(f"[{i}/{len(dirs)}] {d}", file=sys.stderr)
+        results.append(measure(d, rules, metrics, cache))
+    lines = [
+        "Gamma picked by each val rule at the selected epoch, the OOD-test figure there (mean over",
+        "seeds) and its shortfall from the oracle gamma (best on the OOD test: a diagnostic that",
+        "reads the test, never a result). Grid: the runs' eval.adjust_gammas plus 0.",
+        "",
+    ]
+    for m in metrics:
+        lines += [f"### OOD {m}", "", *table(results, rules, m), ""]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
