@@ -4,7 +4,8 @@ Runs ``oodrec speed`` in a fresh subprocess for every (sampler, setting, load) a
 median seconds per epoch and per evaluation. Loads: ``idle`` and ``busy`` (one competing
 process spinning ``while True: pass`` for the whole measurement). Settings:
 
-* ``default``: what ``oodrec`` does by itself (``OMP_WAIT_POLICY=PASSIVE``, torch's threads);
+* ``default``: what ``oodrec`` does by itself (spinning OpenMP threads when the machine is idle
+  at start, ``OMP_WAIT_POLICY=PASSIVE`` when another process is busy; torch's threads);
 * ``threads=1``: ``--set train.threads=1``;
 * ``threads=auto``: ``--set train.threads=auto`` (cores minus the load average);
 * ``spin``: ``OMP_WAIT_POLICY=ACTIVE`` (spinning OpenMP threads, the behaviour before the

@@ -269,7 +269,7 @@ ROWS = [
     ),
     R("bench-grid-dir", "bench {ws}/tiny", "grid file {ws}/tiny is a directory", sub=True),
     R("bench-grid-missing", "bench {ws}/nope.yaml", "grid file {ws}/nope.yaml does not exist"),
-    R("bench-workers", "bench {ws}/grid.yaml --workers 0", "--workers must be >= 1 or 'auto', got 0"),
+    R("bench-workers", "bench {ws}/grid.yaml --workers 0", "--workers must be >= 1 or 'auto'"),
     R("bench-cpus", "bench {ws}/grid.yaml --cpus-per-run 0", "--cpus-per-run must be >= 1"),
     R("bench-l2", "bench {ws}/grid.yaml --set train.l2=-1", "train.l2 must be >= 0, got -1.0"),
     R("bench-seeds", "bench {ws}/grid.yaml --seeds x", "seeds are integers, got 'x'"),

@@ -90,6 +90,32 @@ def test_wait_policy_defaults_to_passive_but_a_user_setting_wins(monkeypatch, ca
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
+def test_a_training_command_spins_on_an_idle_machine_and_sleeps_on_a_busy_one(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(_threads, "busy_cores", lambda: 0.1)
+    assert _threads.default_wait_policy("train") == _threads.SPIN
+    assert "OMP_WAIT_POLICY" not in os.environ
+    assert _threads.default_wait_policy("samplers") == "PASSIVE"  # not sampled
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setattr(_threads, "busy_cores", lambda: 0.9)  # another process holds a core
+    assert _threads.default_wait_policy("bench") == "PASSIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setattr(_threads, "busy_cores", lambda: None)  # cannot tell: the safe choice
+    assert _threads.default_wait_policy("speed") == "PASSIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    _threads.worker_wait_policy()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    _threads.worker_wait_policy()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_busy_cores_reads_the_machine():
+    busy = _threads.busy_cores(0.01)
+    if busy is not None:  # Linux: a share of the cores
+        assert 0.0 <= busy <= (os.cpu_count() or 1)
+
+
 def test_the_entry_point_sets_the_wait_policy_before_torch_loads():
     # OMP_WAIT_POLICY only works if main() sets it before torch (and OpenMP) is imported
     code = """

@@ -2,11 +2,21 @@
 
 OpenMP worker threads spin at barriers by default. When another process holds one of the cores,
 a spinning thread burns its time slice waiting for a thread that is not running: LightGCN + RNS
-on Food took 8.8 s per epoch with 2 threads next to one busy process, against 2.0 s with one
-thread or with ``OMP_WAIT_POLICY=PASSIVE`` (2-core CPU). Hence two settings:
+on Food took 3.1 s per epoch with 2 spinning threads next to one busy process, against 1.4 s with
+``OMP_WAIT_POLICY=PASSIVE`` (2-core CPU, ``benchmarks/contention.py``). On an idle machine the
+spin is what makes the epoch fast: 0.95 s spinning against 1.19 s passive, where the plain
+reference LightGCN (spinning) takes 0.87 s. A bounded spin (``GOMP_SPINCOUNT`` 10^4 or 10^5)
+kept the idle speed but was worse than either under contention (4.6 s and 18.2 s). Hence:
 
-* ``OMP_WAIT_POLICY=PASSIVE`` by default: ``oodrec.cli.main`` calls ``default_wait_policy``
-  before torch (and its OpenMP runtime) is loaded. A user's own ``OMP_WAIT_POLICY`` wins.
+* ``default_wait_policy``, called by ``oodrec.cli.main`` before torch (and its OpenMP runtime)
+  is loaded, chooses from the measured load: for a command that trains or scores (``train``,
+  ``bench``, ``speed``, ``tune``, ``evaluate``, ``recommend``, ``export``) it samples the
+  machine's busy cores for 50 ms; on an idle machine it leaves OpenMP spinning, else (or when it
+  cannot tell) it sets ``OMP_WAIT_POLICY=PASSIVE``. Other commands get ``PASSIVE`` without a
+  sample. A user's own ``OMP_WAIT_POLICY`` wins. The choice is made once: a neighbour that
+  starts after a spinning run has started slows that run (3.3x in the measurement above).
+* Worker processes of a grid (``bench``, ``tune`` with ``--workers`` > 1) compete with each other
+  by design: they get ``PASSIVE`` unless the user set a policy.
 * ``train.threads=auto``: as many threads as cores are free (cores minus the 1-minute load
   average, at least 1). ``0`` keeps torch's default (one per core); ``N`` uses N.
 
@@ -22,13 +32,64 @@ WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 DEFAULT_WAIT_POLICY = "PASSIVE"
 
 
-def default_wait_policy() -> str:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless it is already set; return the policy in effect.
+SAMPLED_COMMANDS = frozenset({"train", "bench", "speed", "tune", "evaluate", "recommend", "export"})
+"""CLI commands whose wait policy follows the measured load (``default_wait_policy``)."""
+BUSY_THRESHOLD = 0.5
+"""Busy cores (other work) from which OpenMP threads are made to sleep instead of spin."""
+SPIN = "unset (OpenMP default: spin; the machine was idle at start)"
+
+
+def busy_cores(sample_s: float = 0.05) -> float | None:
+    """Cores busy with other work right now: the non-idle share of all CPU time in
+    ``/proc/stat`` over ``sample_s`` seconds, times the cores (the caller sleeps meanwhile, so
+    its own share is close to 0). None where ``/proc/stat`` is unreadable."""
+    import time
+
+    def snapshot() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", encoding="ascii") as fh:
+                fields = [int(x) for x in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        if len(fields) < 5:
+            return None
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    first = snapshot()
+    time.sleep(sample_s)
+    second = snapshot()
+    if first is None or second is None or second[0] <= first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    return (1.0 - idle / total) * (os.cpu_count() or 1)
+
+
+def default_wait_policy(command: str | None = None) -> str:
+    """Choose the OpenMP wait policy before torch is imported (module docstring); return the
+    policy in effect.
+
+    Args:
+        command: the CLI command about to run; for one of ``SAMPLED_COMMANDS`` the busy cores
+            are sampled (50 ms) and an idle machine keeps OpenMP's spinning default.
 
     Must run before torch is imported to affect this process (OpenMP reads the variable once,
     when it loads); child processes inherit it either way.
     """
-    return os.environ.setdefault(WAIT_POLICY_ENV, DEFAULT_WAIT_POLICY)
+    if WAIT_POLICY_ENV in os.environ:
+        return os.environ[WAIT_POLICY_ENV]
+    if command in SAMPLED_COMMANDS:
+        busy = busy_cores()
+        if busy is not None and busy < BUSY_THRESHOLD:
+            return SPIN
+    os.environ[WAIT_POLICY_ENV] = DEFAULT_WAIT_POLICY
+    return DEFAULT_WAIT_POLICY
+
+
+def worker_wait_policy() -> None:
+    """Before spawning competing worker processes: make their OpenMP threads sleep
+    (``PASSIVE``) unless the user chose a policy. This process's own OpenMP is already loaded,
+    so only the workers are affected."""
+    os.environ.setdefault(WAIT_POLICY_ENV, DEFAULT_WAIT_POLICY)
 
 
 def available_cores() -> int:
@@ -85,7 +146,7 @@ def thread_info() -> dict[str, Any]:
     load = load_average()
     return {
         "threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get(WAIT_POLICY_ENV, "unset (OpenMP default)"),
+        "omp_wait_policy": os.environ.get(WAIT_POLICY_ENV, SPIN),
         "load_average": None if load is None else round(load, 2),
         "cores": available_cores(),
     }
@@ -94,9 +155,11 @@ def thread_info() -> dict[str, Any]:
 __all__ = [
     "apply_threads",
     "available_cores",
+    "busy_cores",
     "default_wait_policy",
     "free_cores",
     "load_average",
     "resolve_threads",
     "thread_info",
+    "worker_wait_policy",
 ]

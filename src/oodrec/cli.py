@@ -475,9 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``oodrec`` console script. Returns the exit code."""
     from oodrec._threads import default_wait_policy
 
-    # Before torch (and OpenMP) loads: idle threads sleep instead of spinning, which keeps a
-    # run fast next to other busy processes (see oodrec._threads). A user's setting wins.
-    default_wait_policy()
+    # Before torch (and OpenMP) loads: spinning threads on an idle machine, sleeping ones next
+    # to other busy processes (see oodrec._threads). A user's setting wins.
+    words = sys.argv[1:] if argv is None else argv
+    default_wait_policy(next((w for w in words if not w.startswith("-")), None))
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -234,6 +234,7 @@ def run_local(jobs: list[Job], workers: Workers, progress: GridProgress) -> list
     """
     import multiprocessing
 
+    from oodrec._threads import worker_wait_policy
     from oodrec.bench.gpus import run_measured, worker_cap
 
     if not jobs:
@@ -247,6 +248,7 @@ def run_local(jobs: list[Job], workers: Workers, progress: GridProgress) -> list
     if workers == 1 and not gpus:
         return [progress.update(run_measured(job)[0]) for job in jobs]
     cores = os.cpu_count() or 1
+    worker_wait_policy()  # the workers compete with each other: sleeping OpenMP threads
     ctx = multiprocessing.get_context("spawn")
     if workers == "auto":
         cap = worker_cap(len(gpus), cores)

@@ -231,9 +231,11 @@ def run_workers(
         import os
         from concurrent.futures import ProcessPoolExecutor
 
+        from oodrec._threads import worker_wait_policy
         from oodrec.bench.executors import watch_parent
 
         threads = max(1, (os.cpu_count() or 1) // workers)
+        worker_wait_policy()  # the workers compete with each other: sleeping OpenMP threads
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
             workers, mp_context=ctx, initializer=watch_parent, initargs=(os.getpid(),)
