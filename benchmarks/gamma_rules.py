@@ -96,6 +96,7 @@ def measure(path: Path, rules: tuple[str, ...], metrics: tuple[str, ...], cache:
         "selected": float(record["selection"]["adjustment"]["gamma"]),
         "rules": {},
         "oracle": {},
+        "curves": {f"ood/{m}": {g: ood[g][m] for g in grid} for m in metrics},
     }
     for rule in rules:
         if "~" in rule:
@@ -107,8 +108,13 @@ def measure(path: Path, rules: tuple[str, ...], metrics: tuple[str, ...], cache:
                 for g in grid
             }
             g = max(sorted(grid, key=abs), key=lambda x: vals[x][base])
+            out["curves"][f"val/{rule}"] = {x: vals[x][base] for x in grid}
         else:
             g = picks(row, grid, rule)
+            out["curves"][f"val/{rule}"] = {
+                x: row[f"val/{rule}"] if x == 0 else row["val_adjusted"][f"{x:g}"][rule]
+                for x in grid
+            }
         out["rules"][rule] = {"gamma": g, **{m: ood[g][m] for m in metrics}}
     for m in metrics:
         best = max(sorted(grid, key=abs), key=lambda g: ood[g][m])
@@ -144,6 +150,43 @@ def table(results: list[dict], rules: tuple[str, ...], metric: str) -> list[str]
     return lines
 
 
+def figure(results: list[dict], path: str, metric: str) -> None:
+    """One panel per (dataset, method): the OOD-test ``metric`` and every rule's val value
+    against gamma (means over seeds, each curve divided by its own maximum so that the shapes
+    compare), the rules' picks and the oracle marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in results:
+        groups[(r["dataset"], r["method"])].append(r)
+    n = len(groups)
+    cols = min(3, n)
+    rows_ = -(-n // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(4.2 * cols, 3.2 * rows_), squeeze=False)
+    for ax, ((ds, method), rs) in zip(axes.flat, sorted(groups.items())):
+        for name in rs[0]["curves"]:
+            grid = sorted(rs[0]["curves"][name])
+            ys = [statistics.mean(r["curves"][name][g] for r in rs) for g in grid]
+            top = max(ys) or 1.0
+            style = {"color": "black", "linewidth": 2.2} if name.startswith("ood/") else {}
+            label = f"OOD test {name[4:]} (oracle)" if name.startswith("ood/") else name
+            ax.plot(grid, [y / top for y in ys], marker="o", markersize=3, label=label, **style)
+        ax.axvline(0, color="grey", linewidth=0.5)
+        ax.set_title(f"{ds} / {method} ({len(rs)} seeds)", fontsize=9)
+        ax.set_xlabel("gamma (s - gamma log(1 + d))")
+        ax.set_ylabel("relative to the curve's max")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle(f"Val rules against the OOD test ({metric}) over the gamma grid", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run directories or their parents (a grid's out dir)")
@@ -151,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics", default="recall@20,ndcg@20", help="OOD-test metrics reported")
     p.add_argument("--methods", help="only these grid method names (comma-separated)")
     p.add_argument("--out", help="also write the tables to this Markdown file")
+    p.add_argument("--figure", help="also draw the gamma curves into this image (PNG)")
     args = p.parse_args(argv)
     rules = tuple(args.rules.split(","))
     metrics = tuple(args.metrics.split(","))
@@ -175,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         Path(args.out).write_text(text)
+    if args.figure:
+        figure(results, args.figure, metrics[0])
     return 0
 
 

@@ -52,7 +52,8 @@ def _both(label: str, method: str, folder: str = "ood_methods/{ds}") -> list[Sou
 
 # The sources of the combined table. The 14 older systems ran before popularity-adjusted
 # scoring existed: their adjusted rows come from a rerun of their grids with
-# eval.adjust_gammas (results/ood_adjusted/, see results/ood_methods/README.md) when present.
+# eval.adjust_gammas, reported into results/ood_adjusted/DATASET/ (every row there is adjusted;
+# see results/ood_methods/README.md), where present.
 SOURCES: list[Source] = [
     Source("MostPop", "ood_methods/mostpop/table1.csv", "mostpop"),
     *[
@@ -136,7 +137,7 @@ def build(results: Path) -> tuple[list[str], list[dict]]:
     for s in SOURCES:
         rows.append((s.label, s.adjusted, {ds: read(results, s, ds) for ds in s.datasets}))
     for s in OLDER:
-        adj = Source(s.label, "ood_adjusted/{ds}/table1.csv", f"{s.method}-adj", adjusted=True)
+        adj = Source(s.label, "ood_adjusted/{ds}/table1.csv", s.method, adjusted=True)
         rows.append((s.label, True, {ds: read(results, adj, ds) for ds in DATASETS}))
     flat = []
     best: dict[tuple[str, str], list[tuple[float, int]]] = {}

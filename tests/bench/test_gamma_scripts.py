@@ -83,15 +83,17 @@ def test_ood_table_marks_the_best_and_tests_against_the_best_other(tmp_path):
         rows("rns", 0.04, 0.001) + rows("rns-adj", 0.05, 0.002, adj),
     )
     _write(tmp_path / "causal_methods/table1.csv", rows("cdr", 0.045, 0.001))
+    _write(tmp_path / "ood_adjusted/food/table1.csv", rows("cdr", 0.046, 0.001, adj))
     lines, flat = table.build(tmp_path)
     got = {(r["system"], r["scores"], r["metric"]): r for r in flat if r["dataset"] == "food"}
     best = got[("LightGCN + RNS", "adjusted", "recall@20")]
-    assert best["best"] and best["rival"] == "CDR"
-    want = stats.ttest_ind_from_stats(0.05, 0.002, 3, 0.045, 0.001, 3, False).pvalue
+    assert best["best"] and best["rival"] == "CDR (adjusted)"
+    want = stats.ttest_ind_from_stats(0.05, 0.002, 3, 0.046, 0.001, 3, False).pvalue
     assert math.isclose(best["p_welch"], want)
     plain = got[("LightGCN + RNS", "plain", "recall@20")]
     assert not plain["best"] and plain["rival"] == "LightGCN + RNS (adjusted)"
-    assert any("| CDR | adjusted | not run |" in line for line in lines)
+    assert any(line.startswith("| CDR | adjusted | 0.0460 ± 0.0010") for line in lines)
+    assert any("| DiffRec | adjusted | not run |" in line for line in lines)
     assert any(line.startswith("| LightGCN + RNS | adjusted | **0.0500**") for line in lines)
 
 
