@@ -27,7 +27,7 @@ import torch
 from oodrec.data.csr import CSR
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, Scorer
-from oodrec.methods.common import user_batches
+from oodrec.methods.common import PaddedRows, user_batches
 from oodrec.models.cdr import (
     CDRNetwork,
     chronological_slices,
@@ -167,6 +167,8 @@ class CDR(Method):
             else self._slice_index(self.infer_slices)
         )
         self.users = torch.arange(data.num_users, device=ctx.device)
+        # sync-free mode: fixed-shape history rows and a dense input product (no host reads)
+        self.padded = PaddedRows(self.train_history) if ctx.sync_free is not None else None
         self.net = CDRNetwork(
             data.num_items,
             opts.encoder_dims,
@@ -183,6 +185,7 @@ class CDR(Method):
             opts.w_sigma,
             generator=make_generator(ctx.cfg.seed, "init"),
         )
+        self.net.dense_input = self.padded is not None
         # optimiser steps so far (the KL annealing clock); a buffer, so it resumes
         self.register_buffer("update_count", torch.zeros((), dtype=torch.long))
 
@@ -199,6 +202,9 @@ class CDR(Method):
 
         Shapes: users [B] -> yields num_slices tensors [B, I] float.
         """
+        if self.padded is not None and history is self.train_history:
+            yield from self._fixed_slice_inputs(users, num_slices)
+            return
         rows, codes = history.gather(users)
         sl, items = codes // self.num_items, codes % self.num_items
         for s in range(num_slices):
@@ -206,6 +212,22 @@ class CDR(Method):
             keep = sl == s
             x[rows[keep], items[keep]] = 1.0
             yield x
+
+    def _fixed_slice_inputs(self, users: torch.Tensor, num_slices: int) -> Iterator:
+        """``slice_inputs`` of the training history at fixed shapes (sync-free mode): the same
+        multi-hot rows, written through a spare column that takes the padding and the other
+        slices' entries.
+
+        Shapes: users [B] -> yields num_slices tensors [B, I] float.
+        """
+        codes = self.padded.batch(users)  # [B, L], -1 = padding
+        valid = codes >= 0
+        sl, items = codes // self.num_items, codes % self.num_items
+        spare = torch.full_like(items, self.num_items)
+        for s in range(num_slices):
+            x = torch.zeros(users.numel(), self.num_items + 1, device=users.device)
+            x.scatter_(1, torch.where(valid & (sl == s), items, spare), 1.0)
+            yield x[:, : self.num_items].contiguous()
 
     @classmethod
     def train_overrides(cls, options: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +257,12 @@ class CDR(Method):
         opts = self.options
         xs = list(self.slice_inputs(batch, self.train_history, self.train_slices))  # T x [B, I]
         outs = list(self.net.rollout(xs, gen))
-        beta = kl_weight(int(self.update_count), opts.kl_cap, opts.anneal_steps)
+        if not opts.anneal_steps:
+            beta: float | torch.Tensor = opts.kl_cap  # constant: no step count to read
+        elif self.padded is not None:  # sync-free: the annealed weight stays on the device
+            beta = (self.update_count.float() / opts.anneal_steps).clamp(max=opts.kl_cap)
+        else:
+            beta = kl_weight(int(self.update_count), opts.kl_cap, opts.anneal_steps)
         recon = [multinomial_nll(o.logits, x) for o, x in zip(outs, xs)]
         kl = [gaussian_kl(o.mu, o.logvar) for o in outs]
         per_env = [r + beta * k for r, k in zip(recon, kl)]  # l_t

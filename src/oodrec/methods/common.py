@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oodrec.data.csr import CSR
 from oodrec.data.graph import normalized_adjacency
 from oodrec.methods.base import (
     MethodContext,
@@ -83,6 +84,29 @@ def user_batches(
     perm = users[torch.randperm(users.numel(), generator=gen, device=users.device)]
     for sl in batch_slices(users.numel(), batch_size, drop_last, merge_single):
         yield perm[sl]
+
+
+class PaddedRows:
+    """A CSR's rows as one padded [R, L] table (L: the longest row; padding -1), so that the
+    entries of a batch of rows come out at a fixed shape: the sync-free form of ``CSR.gather``
+    (``train.sync_free``), whose output size the host must otherwise read.
+
+    Args:
+        csr: the rows (values >= 0).
+    """
+
+    def __init__(self, csr: CSR) -> None:
+        counts = csr.counts()
+        width = max(1, int(counts.max())) if counts.numel() else 1  # once, at build time
+        rows = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
+        pos = torch.arange(csr.indices.numel(), device=counts.device) - csr.indptr[rows]
+        self.table = torch.full((counts.numel(), width), -1, dtype=csr.indices.dtype)
+        self.table = self.table.to(counts.device)
+        self.table[rows, pos] = csr.indices
+
+    def batch(self, rows: torch.Tensor) -> torch.Tensor:
+        """The entries of ``rows``, -1 where a row is shorter. Shapes: rows [B] -> [B, L]."""
+        return self.table[rows]
 
 
 class UserSampledPairs:

@@ -20,8 +20,13 @@ from oodrec.diffusion.process import q_sample, reverse_chain
 from oodrec.diffusion.schedule import make_schedule
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, Scorer
-from oodrec.methods.common import user_batches
-from oodrec.models.diffrec import DiffRecDNN, importance_probs, update_loss_history
+from oodrec.methods.common import PaddedRows, user_batches
+from oodrec.models.diffrec import (
+    DiffRecDNN,
+    importance_probs,
+    update_loss_history,
+    update_loss_history_fixed,
+)
 from oodrec.ranges import ranged
 from oodrec.seeding import make_generator
 
@@ -112,6 +117,10 @@ class DiffRec(Method):
         self.dnn = DiffRecDNN(
             data.num_items, opts.dims, opts.emb_size, opts.norm, opts.dropout, generator=gen
         )
+        # sync-free mode: fixed-shape histories, step biases and loss-history updates
+        self.padded = PaddedRows(self.history) if ctx.sync_free is not None else None
+        if self.padded is not None:
+            self.dnn.num_steps = opts.steps
         self.register_buffer("loss_history", torch.zeros(opts.steps, opts.history_per_step))
         self.register_buffer("loss_count", torch.zeros(opts.steps, dtype=torch.long))
         self._stats = {"importance": 0.0, "batches": 0.0}
@@ -143,18 +152,39 @@ class DiffRec(Method):
 
     def x0(self, users: torch.Tensor) -> torch.Tensor:
         """Binary training histories of ``users``, gathered from the sparse index. [B, I]."""
+        if self.padded is not None:  # fixed shapes: padding goes to a spare column
+            items = self.padded.batch(users)
+            spare = torch.full_like(items, self.num_items)
+            x = torch.zeros(users.numel(), self.num_items + 1, device=users.device)
+            x.scatter_(1, torch.where(items >= 0, items, spare), 1.0)
+            return x[:, : self.num_items].contiguous()
         return self.history.dense(users, self.num_items).float()
 
     def sample_steps(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Steps t [n] and their sampling weights p_t * T [n] (uniform: ones)."""
         steps, device = self.sched.steps, self.users.device
-        full = bool((self.loss_count == self.options.history_per_step).all())
-        if self.options.time_sampler == "importance" and full:
+        if self.padded is not None and self.options.time_sampler == "importance":
+            return self._sample_steps_fixed(n, gen)
+        importance = self.options.time_sampler == "importance"
+        if importance and bool((self.loss_count == self.options.history_per_step).all()):
             probs = importance_probs(self.loss_history, self.options.uniform_prob)
             t = torch.multinomial(probs, n, replacement=True, generator=gen)
             return t, probs[t] * steps
         t = torch.randint(0, steps, (n,), generator=gen, device=device)
         return t, torch.ones(n, device=device)
+
+    def _sample_steps_fixed(self, n: int, gen: torch.Generator):
+        """``sample_steps`` without reading the device (sync-free mode): both draws are made
+        and the full-history test picks one per batch on the device (another random stream
+        than the exact mode's, the same distribution)."""
+        steps, device = self.sched.steps, self.users.device
+        full = (self.loss_count == self.options.history_per_step).all()
+        probs = importance_probs(self.loss_history, self.options.uniform_prob)
+        probs = torch.where(full, probs, torch.full_like(probs, 1.0 / steps))  # no NaN before
+        t_imp = torch.multinomial(probs, n, replacement=True, generator=gen)
+        t_uni = torch.randint(0, steps, (n,), generator=gen, device=device)
+        t = torch.where(full, t_imp, t_uni)
+        return t, torch.where(full, probs[t] * steps, torch.ones(n, device=device))
 
     def loss(
         self, batch: torch.Tensor, gen: torch.Generator, phase: str = "main"
@@ -171,12 +201,12 @@ class DiffRec(Method):
         weighted = self.sched.reweight[t] * mse if opts.reweight else mse
         if opts.time_sampler == "importance":
             with torch.no_grad():
-                hist, count = update_loss_history(
-                    self.loss_history, self.loss_count, t, weighted.detach()
-                )
+                update = update_loss_history if self.padded is None else update_loss_history_fixed
+                hist, count = update(self.loss_history, self.loss_count, t, weighted.detach())
                 self.loss_history.copy_(hist)
                 self.loss_count.copy_(count)
-        self._stats["importance"] += float(pt.ne(1.0).any())
+        used = pt.ne(1.0).any()
+        self._stats["importance"] += used.float() if self.padded is not None else float(used)
         self._stats["batches"] += 1
         return {"diffusion": (weighted / pt).mean()}
 
@@ -206,4 +236,4 @@ class DiffRec(Method):
 
     def diagnostics(self) -> dict[str, float]:
         n = max(self._stats.get("batches", 0.0), 1.0)
-        return {"diffrec_importance_share": self._stats.get("importance", 0.0) / n}
+        return {"diffrec_importance_share": float(self._stats.get("importance", 0.0)) / n}

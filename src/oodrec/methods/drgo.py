@@ -31,6 +31,7 @@ Scores are inner products of the trained LightGCN over the training graph.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -64,6 +65,7 @@ from oodrec.models.drgo import (
     exponentiated_weights,
     group_means,
     group_point_sets,
+    group_point_sets_fixed,
     nominal_nodes,
     sinkhorn_divergence,
     update_ema,
@@ -378,13 +380,21 @@ class DRGO(Method):
         Shapes: pooled [U + I, D], users [B] -> [k].
         """
         o = self.options
-        ids, mask = group_point_sets(users, self.user_group, o.num_groups, o.sinkhorn_points, gen)
+        fixed = self.ctx.sync_free is not None
+        points = group_point_sets_fixed if fixed else group_point_sets
+        ids, mask = points(users, self.user_group, o.num_groups, o.sinkhorn_points, gen)
         nominal = self.nominal
         if nominal.numel() > o.sinkhorn_points:
             pick = torch.randperm(nominal.numel(), generator=gen, device=nominal.device)
             nominal = nominal[pick[: o.sinkhorn_points]]
         return sinkhorn_divergence(
-            pooled[ids], mask, pooled[nominal], o.sinkhorn_blur, o.sinkhorn_p, o.sinkhorn_scaling
+            pooled[ids],
+            mask,
+            pooled[nominal],
+            o.sinkhorn_blur,
+            o.sinkhorn_p,
+            o.sinkhorn_scaling,
+            fixed=fixed,
         )
 
     def dro_loss(self, batch: TripletBatch, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -409,8 +419,16 @@ class DRGO(Method):
             else:
                 w = exponentiated_weights(self.group_weights, adversary, o.step_size)
             self.group_weights.copy_(w)
-            spread = means[present].max() - means[present].min()
-            self._stats.append(torch.stack([w.max(), self.sinkhorn_last[present].mean(), spread]))
+            if self.ctx.sync_free is None:
+                spread = means[present].max() - means[present].min()
+                s_mean = self.sinkhorn_last[present].mean()
+            else:  # the same values without boolean indexing (no host read)
+                inf = torch.full_like(means, math.inf)
+                spread = (
+                    torch.where(present, means, -inf).max() - torch.where(present, means, inf).min()
+                )
+                s_mean = torch.where(present, self.sinkhorn_last, 0.0).sum() / present.sum()
+            self._stats.append(torch.stack([w.max(), s_mean, spread]))
         if tcfg.l2_form == "selfrec":
             l2 = l2_loss(u, emb.items[pos], emb.items[neg], batch_size=1, form="selfrec")
         else:

@@ -147,6 +147,9 @@ class CDRNetwork(nn.Module):
         self.a_dim, self.z_dim = a_dim, z_dim
         self.tau, self.sigma, self.std, self.p = tau, sigma, std, dropout
         self.encoder = _mlp([num_items, *encoder_dims, 2 * a_dim], generator)
+        self.dense_input = False
+        """Multiply the whole [B, I] input in ``encode`` (fixed shapes, for ``train.sync_free``)
+        instead of its nonzero entries only (a sparse product, faster on the CPU)."""
         self.transition = _mlp([a_dim + z_dim, *transition_dims, 2 * z_dim], generator)
         self.decoder = _mlp([z_dim, *decoder_dims, num_items], generator)
         self.bn_a = nn.BatchNorm1d(a_dim) if batch_norm else None
@@ -180,11 +183,18 @@ class CDRNetwork(nn.Module):
         Shapes: x [B, I] -> [B, 2 a].
         """
         norm = x.norm(dim=1).clamp_min(1e-12)  # F.normalize's eps
+        first = self.encoder[0]
+        if self.dense_input:  # fixed shapes, no host read (train.sync_free; a GPU's choice)
+            x = x / norm.unsqueeze(1)
+            if self.training and self.p > 0:
+                x = x * keep_mask(x.shape, self.p, gen, x.device)
+            h = first(x)
+            rest = self.encoder[1:]
+            return _run(rest, torch.tanh(h)) if len(rest) else h
         rows, cols = torch.nonzero(x, as_tuple=True)
         vals = x[rows, cols] / norm[rows]
         if self.training and self.p > 0:
             vals = vals * keep_mask(vals.shape, self.p, gen, vals.device)
-        first = self.encoder[0]
         sparse = torch.sparse_coo_tensor(  # nonzero() indices: valid, sorted and unique
             torch.stack([rows, cols]), vals, x.shape, check_invariants=False, is_coalesced=True
         )

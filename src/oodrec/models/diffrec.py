@@ -43,6 +43,10 @@ class DiffRecDNN(nn.Module):
         )
         for layer in (self.emb_layer, *self.in_layers, *self.out_layers):
             _xavier_normal_(layer, generator)
+        self.num_steps = 0
+        """When set (``train.sync_free``): the diffusion steps T, and ``forward`` computes the
+        time bias of all T steps and indexes it, instead of the distinct steps of the batch
+        (``unique``, whose size the host must read)."""
 
     def time_bias(self, t: torch.Tensor) -> torch.Tensor:
         """First-layer pre-activation contribution of the time embedding. Shape [N, H]."""
@@ -59,8 +63,12 @@ class DiffRecDNN(nn.Module):
             x = dropout_with(x, self.p, gen)
         first = self.in_layers[0]
         w_x = first.weight[:, : first.in_features - self.emb_size]  # [H, I]
-        steps, inverse = torch.unique(t, return_inverse=True)
-        h = torch.addmm(self.time_bias(steps)[inverse], x, w_x.T)
+        if self.num_steps:  # every step's bias, indexed: fixed shapes (train.sync_free)
+            bias = self.time_bias(torch.arange(self.num_steps, device=t.device))[t]
+        else:
+            steps, inverse = torch.unique(t, return_inverse=True)
+            bias = self.time_bias(steps)[inverse]
+        h = torch.addmm(bias, x, w_x.T)
         h = torch.tanh(h)
         for layer in self.in_layers[1:]:
             h = torch.tanh(layer(h))
@@ -109,6 +117,35 @@ def update_loss_history(
     return new, total.clamp_max(width)
 
 
+def update_loss_history_fixed(
+    history: torch.Tensor, count: torch.Tensor, t: torch.Tensor, loss: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``update_loss_history`` at fixed shapes (``train.sync_free``): the same result, with
+    gathers and a spare column instead of boolean masks and ``bincount``.
+
+    Shapes: as ``update_loss_history``.
+    """
+    steps, width = history.shape
+    order = torch.argsort(t, stable=True)
+    ts, ls = t[order], loss[order].to(history.dtype)
+    n_t = torch.zeros(steps, dtype=count.dtype, device=t.device).scatter_add_(
+        0, t, torch.ones_like(t, dtype=count.dtype)
+    )
+    group_start = n_t.cumsum(0) - n_t
+    rank = torch.arange(ts.numel(), device=t.device) - group_start[ts]
+    total = count + n_t
+    drop = (total - width).clamp_min(0)
+    pos = torch.arange(width, device=t.device).unsqueeze(0)  # [1, H]
+    src = pos + drop.unsqueeze(1)  # [T, H]: the old entry that lands at each position
+    keep_old = src < count.unsqueeze(1)
+    old = history.gather(1, src.clamp_max(width - 1))
+    new = torch.cat([torch.where(keep_old, old, 0.0), history.new_zeros(steps, 1)], 1)
+    new_pos = count[ts] + rank - drop[ts]
+    new_pos = torch.where(new_pos >= 0, new_pos, width)  # pushed out: the spare column
+    new.index_put_((ts, new_pos), ls)
+    return new[:, :width].contiguous(), total.clamp_max(width)
+
+
 def importance_probs(history: torch.Tensor, uniform_prob: float) -> torch.Tensor:
     """p_t proportional to sqrt(mean_h L_{t,h}^2), mixed with ``uniform_prob`` uniform mass.
 
@@ -119,4 +156,4 @@ def importance_probs(history: torch.Tensor, uniform_prob: float) -> torch.Tensor
     return p * (1.0 - uniform_prob) + uniform_prob / p.numel()
 
 
-__all__ = ["DiffRecDNN", "importance_probs", "update_loss_history"]
+__all__ = ["DiffRecDNN", "importance_probs", "update_loss_history", "update_loss_history_fixed"]

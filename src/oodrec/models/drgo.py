@@ -161,7 +161,8 @@ def group_means(
     Shapes: losses [B], groups [B] long -> means [k], present [k] bool.
     """
     sums = torch.zeros(k, dtype=losses.dtype, device=losses.device).index_add(0, groups, losses)
-    counts = torch.bincount(groups, minlength=k)
+    counts = torch.zeros(k, dtype=torch.long, device=groups.device)
+    counts.index_add_(0, groups, torch.ones_like(groups))  # bincount's counts, no size read
     return sums / counts.clamp_min(1).to(losses.dtype), counts > 0
 
 
@@ -222,6 +223,44 @@ def group_point_sets(
     return ids, mask
 
 
+def group_point_sets_fixed(
+    users: torch.Tensor,
+    groups: torch.Tensor,
+    k: int,
+    cap: int,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``group_point_sets`` at a fixed width ``cap`` (``train.sync_free``): every user gets a
+    random key, the batch's users sort first within their group by key, and the first ``cap``
+    of each group are kept; no ``unique``, count or mask size is read on the host. Another
+    random stream than ``group_point_sets``, the same distribution of subsets.
+
+    Shapes: users [B], groups [U] long -> ids [k, cap] long (padding 0), mask [k, cap] bool.
+    """
+    num, dev = groups.numel(), groups.device
+    present = torch.zeros(num, dtype=torch.bool, device=dev).index_fill_(0, users, True)
+    key = torch.rand(num, generator=gen, device=dev)
+    key = torch.where(present, key, torch.full_like(key, 2.0))  # absent users sort last
+    order = torch.argsort(key)
+    order = order[torch.argsort(groups[order], stable=True)]  # by group, then by key
+    g = groups[order]
+    per_group = torch.zeros(k, dtype=torch.long, device=dev).index_add_(
+        0, groups, torch.ones_like(groups)
+    )
+    rank = torch.arange(num, device=dev) - (per_group.cumsum(0) - per_group)[g]
+    keep = present[order] & (rank < cap)
+    col = torch.where(keep, rank, torch.full_like(rank, cap))  # the rest: a spare column
+    ids = torch.zeros(k, cap + 1, dtype=torch.long, device=dev).index_put_((g, col), order)
+    mask = torch.zeros(k, cap + 1, dtype=torch.bool, device=dev).index_put_((g, col), keep)
+    return ids[:, :cap], mask[:, :cap]
+
+
+SYNC_FREE_EPS_STEPS = 24
+"""Epsilon-scaling steps of ``sinkhorn_divergence(fixed=True)``: the schedule cannot depend on
+the data's diameter (a host read), so it runs this many, each ``max(diameter^p scaling^(p j),
+blur^p)`` (enough to anneal a diameter of blur / scaling^24 = 8e5 blur at scaling 0.5)."""
+
+
 def _cost(x: torch.Tensor, y: torch.Tensor, p: int) -> torch.Tensor:
     """geomloss's ground cost: |x - y| for p = 1, |x - y|^2 / 2 for p = 2. [G, n, m]."""
     if p == 1:
@@ -230,7 +269,10 @@ def _cost(x: torch.Tensor, y: torch.Tensor, p: int) -> torch.Tensor:
 
 
 def _entropic_ot(
-    cost: torch.Tensor, a_log: torch.Tensor, b_log: torch.Tensor, eps_list: list[float]
+    cost: torch.Tensor,
+    a_log: torch.Tensor,
+    b_log: torch.Tensor,
+    eps_list: list[float] | list[torch.Tensor],
 ) -> torch.Tensor:
     """Dual value <a, f> + <b, g> of entropic OT after alternating log-domain updates along
     ``eps_list`` (the last update makes the b-marginal exact, so this is the dual objective).
@@ -253,11 +295,15 @@ def sinkhorn_divergence(
     blur: float = 0.05,
     p: int = 1,
     scaling: float = 0.5,
+    fixed: bool = False,
 ) -> torch.Tensor:
     """Debiased Sinkhorn divergence OT(a, b) - OT(a, a) / 2 - OT(b, b) / 2 between each uniform
     point set x[g] (its masked rows) and the uniform point set y, with entropic blur
     eps = blur^p annealed from the data diameter by factors of ``scaling`` (as geomloss's
     ``SamplesLoss("sinkhorn", p, blur, scaling)``). Rows of x whose mask is all False give 0.
+
+    With ``fixed`` (``train.sync_free``), the diameter stays on the device and the schedule has
+    ``SYNC_FREE_EPS_STEPS`` steps (the later ones at blur^p when the diameter is small).
 
     Shapes: x [G, n, D], x_mask [G, n] bool, y [m, D] -> [G].
     """
@@ -266,13 +312,22 @@ def sinkhorn_divergence(
     counts = x_mask.sum(1, keepdim=True).to(x.dtype)
     a_log = torch.where(x_mask, -counts.log(), torch.full_like(counts, -math.inf))
     b_log = torch.full((1, y.shape[0]), -math.log(y.shape[0]), dtype=y.dtype, device=y.device)
-    pts = torch.cat([x[x_mask], y])
-    diameter = float((pts.max(0).values - pts.min(0).values).norm())
-    eps_list = [max(diameter, blur) ** p]
-    if diameter > blur:
-        steps = torch.arange(p * math.log(diameter), p * math.log(blur), p * math.log(scaling))
-        eps_list += [math.exp(float(e)) for e in steps]
-    eps_list.append(blur**p)
+    if fixed:
+        inside = x_mask.unsqueeze(2)
+        top = torch.maximum(torch.where(inside, x, -math.inf).amax((0, 1)), y.amax(0))
+        low = torch.minimum(torch.where(inside, x, math.inf).amin((0, 1)), y.amin(0))
+        diam = (top - low).norm().clamp_min(blur)
+        eps_list = [
+            (diam * scaling**j).clamp_min(blur) ** p for j in range(SYNC_FREE_EPS_STEPS)
+        ] + [blur**p]
+    else:
+        pts = torch.cat([x[x_mask], y])
+        diameter = float((pts.max(0).values - pts.min(0).values).norm())
+        eps_list = [max(diameter, blur) ** p]
+        if diameter > blur:
+            steps = torch.arange(p * math.log(diameter), p * math.log(blur), p * math.log(scaling))
+            eps_list += [math.exp(float(e)) for e in steps]
+        eps_list.append(blur**p)
     y1 = y.unsqueeze(0)
     ab = _entropic_ot(_cost(x, y1, p), a_log, b_log.expand(x.shape[0], -1), eps_list)
     aa = _entropic_ot(_cost(x, x, p), a_log, a_log, eps_list)
