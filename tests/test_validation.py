@@ -110,6 +110,19 @@ def test_a_training_command_spins_on_an_idle_machine_and_sleeps_on_a_busy_one(mo
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
+def test_the_allocator_setting_is_idempotent_and_can_be_turned_off(monkeypatch):
+    monkeypatch.setattr(_threads, "_allocator", "default")
+    monkeypatch.setenv("OODREC_MALLOC", "system")
+    assert _threads.tune_allocator() == "default (OODREC_MALLOC=system)"
+    monkeypatch.setattr(_threads, "_allocator", "default")
+    monkeypatch.delenv("OODREC_MALLOC")
+    first = _threads.tune_allocator()
+    if sys.platform.startswith("linux"):
+        assert first.startswith("glibc")
+    assert _threads.tune_allocator() == first  # once per process
+    assert _threads.thread_info()["allocator"] == first
+
+
 def test_busy_cores_reads_the_machine():
     busy = _threads.busy_cores(0.01)
     if busy is not None:  # Linux: a share of the cores

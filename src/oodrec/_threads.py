@@ -138,6 +138,48 @@ def apply_threads(setting: int | str) -> int:
     return torch.get_num_threads()
 
 
+ALLOCATOR_ENV = "OODREC_MALLOC"
+"""``system`` (or ``off``) keeps the C library's default allocation behaviour."""
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_allocator = "default"
+
+
+def tune_allocator() -> str:
+    """Let glibc keep freed large blocks in the heap instead of returning them to the system.
+
+    By default glibc serves every block above 32 MiB with a fresh ``mmap`` and unmaps it when
+    freed, so a [2048, I] score matrix of a full-ranking loss (51 MiB on Food) page-faults its
+    whole size again at every batch. With the mmap threshold at 1 GiB and no trimming, the
+    memory is reused: AdvInfoNCE's Food batch 170 -> 110 ms, PSL's 78 -> 63 ms, CNSDiff's
+    105 -> 93 ms, LightGCN + RNS unchanged (2-core CPU). The cost: the process keeps its peak
+    heap until it exits. Numbers are unchanged (only where memory comes from). Idempotent;
+    ``OODREC_MALLOC=system`` turns it off; a no-op outside glibc.
+
+    Returns:
+        What is in effect (for records): ``glibc: large blocks reused`` or why not.
+    """
+    global _allocator
+    if _allocator != "default":
+        return _allocator
+    if os.environ.get(ALLOCATOR_ENV, "").lower() in ("system", "off", "0"):
+        _allocator = f"default ({ALLOCATOR_ENV}={os.environ[ALLOCATOR_ENV]})"
+        return _allocator
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return _allocator
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) == 1
+        ok = ok and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return _allocator
+    if ok:
+        _allocator = "glibc: large blocks reused (mmap threshold 1 GiB, no trim)"
+    return _allocator
+
+
 def thread_info() -> dict[str, Any]:
     """Threads, OpenMP wait policy, load and cores as this process sees them (for records and
     ``oodrec speed``)."""
@@ -149,6 +191,7 @@ def thread_info() -> dict[str, Any]:
         "omp_wait_policy": os.environ.get(WAIT_POLICY_ENV, SPIN),
         "load_average": None if load is None else round(load, 2),
         "cores": available_cores(),
+        "allocator": _allocator,
     }
 
 
@@ -161,5 +204,6 @@ __all__ = [
     "load_average",
     "resolve_threads",
     "thread_info",
+    "tune_allocator",
     "worker_wait_policy",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from oodrec._threads import apply_threads
+from oodrec._threads import apply_threads, tune_allocator
 from oodrec.config import SPLITS, ExperimentConfig
 from oodrec.data.csr import CSR
 from oodrec.data.dataset import InteractionDataset
@@ -86,6 +86,7 @@ class Trainer:
         self.show_progress = show_progress
         self.device = torch.device(cfg.train.device)
         apply_threads(cfg.train.threads)
+        tune_allocator()  # full-ranking losses reuse their large buffers (oodrec._threads)
         seed_everything(cfg.seed, cfg.train.deterministic)
         absent = set(getattr(dataset.report, "absent_splits", []) or [])
         if cfg.train.select_on in absent:

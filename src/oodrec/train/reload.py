@@ -88,8 +88,10 @@ def load_run(
         RunError: not a run directory, a device this machine lacks, no checkpoint, an
             unreadable one, or one that does not fit the method; the message names the run.
     """
+    from oodrec._threads import tune_allocator
     from oodrec.data.dataset import load_dataset
 
+    tune_allocator()  # scoring reuses its large buffers (oodrec._threads)
     rd = RunDir(run_dir)
     cfg = rd.load_config()
     # the run was trained on this data: a sparse id space (refused for new runs) is reloaded
