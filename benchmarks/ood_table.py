@@ -5,7 +5,8 @@ scores where its rows exist.
 Reads the ``table1.csv`` files that ``oodrec report`` wrote under ``results/`` (mean, std and
 number of seeds of each OOD-test metric) and writes one Markdown table (and a CSV) with, per
 dataset, OOD Recall@20 and NDCG@20 as ``mean ± std`` and, for every row, Welch's t-test against
-the best *other* row of that dataset and metric (the best row is tested against the runner-up).
+the best row of that dataset and metric from another system (a system's plain and adjusted rows
+are not each other's rivals; the best row is tested against the best of the other systems).
 The tests are unpaired because the older grids kept per-seed summaries only, not per-seed values.
 
 A row the grids have not produced reads "not run". Every row is selected on val; a cell marked
@@ -42,6 +43,14 @@ class Source:
     selection: str = "plain val"
     adjusted: bool = False
     datasets: tuple[str, ...] = DATASETS
+    rerun_name: str | None = None
+    """The method's name in the adjusted rerun of its grid, where it differs (configs/paper.yaml
+    names CNSDiff's modes cnsdiff-causal, cnsdiff (paper) and cnsdiff-cf)."""
+
+    @property
+    def system(self) -> str:
+        """The system a row belongs to (its label before any comma)."""
+        return self.label.split(",")[0]
 
 
 def _both(label: str, method: str, folder: str = "ood_methods/{ds}") -> list[Source]:
@@ -72,12 +81,17 @@ SOURCES: list[Source] = [
     ),
     Source("PSL, cosine γ grid", "ood_methods/{ds}/table1.csv", "psl-adjc", adjusted=True),
     Source("BC loss, cosine γ grid", "ood_methods/{ds}/table1.csv", "bc-adjc", adjusted=True),
+    Source("CNSDiff `causal`", "main/table1.csv", "cnsdiff", rerun_name="cnsdiff-causal"),
+    Source("CNSDiff `paper`", "main/table1.csv", "cnsdiff[mode=paper]", rerun_name="cnsdiff"),
+    Source(
+        "CNSDiff `code_faithful`",
+        "main/table1.csv",
+        "cnsdiff[mode=code_faithful]",
+        rerun_name="cnsdiff-cf",
+    ),
     *[
         Source(name, "main/table1.csv", method)
         for name, method in [
-            ("CNSDiff `causal`", "cnsdiff"),
-            ("CNSDiff `paper`", "cnsdiff[mode=paper]"),
-            ("CNSDiff `code_faithful`", "cnsdiff[mode=code_faithful]"),
             ("DNS(2,32)", "dns"),
             ("MixGCF", "mixgcf"),
             ("AHNS", "ahns"),
@@ -142,7 +156,8 @@ def build(results: Path) -> tuple[list[str], list[dict]]:
     for s in SOURCES:
         rows.append((s.label, s.adjusted, {ds: read(results, s, ds) for ds in s.datasets}))
     for s in OLDER:
-        adj = Source(s.label, "ood_adjusted/{ds}/table1.csv", s.method, adjusted=True)
+        name = s.rerun_name or s.method
+        adj = Source(s.label, "ood_adjusted/{ds}/table1.csv", name, adjusted=True)
         rows.append((s.label, True, {ds: read(results, adj, ds) for ds in DATASETS}))
     flat = []
     best: dict[tuple[str, str], list[tuple[float, int]]] = {}
@@ -167,7 +182,8 @@ def build(results: Path) -> tuple[list[str], list[dict]]:
                     continue
                 c = got[m]
                 ranking = best[(ds, m)]
-                rival = ranking[1] if ranking[0][1] == i else ranking[0]
+                system = label.split(",")[0]
+                rival = next(r for r in ranking if rows[r[1]][0].split(",")[0] != system)
                 rc = rows[rival[1]][2][ds][m]  # type: ignore[index]
                 p = welch(c, rc)
                 mark = "**" if ranking[0][1] == i else ""
