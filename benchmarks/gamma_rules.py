@@ -53,24 +53,33 @@ def run_dirs(parents: list[str], methods: set[str] | None) -> list[Path]:
             record = json.loads(rec.read_text())
             if not (record.get("selection") or {}).get("adjustment"):
                 continue
-            bench = rec.parent / "bench.json"
-            name = json.loads(bench.read_text()).get("method") if bench.is_file() else None
-            if methods and (name or record.get("method")) not in methods:
+            if methods and method_name(rec.parent, record) not in methods:
                 continue
             found.append(rec.parent)
     return found
 
 
+def best(curve: dict[float, float]) -> float:
+    """The gamma with the largest value (ties: the smaller |gamma|, so no adjustment wins a
+    tie)."""
+    return max(sorted(curve, key=abs), key=curve.__getitem__)
+
+
+def logged_curve(row: dict, grid: list[float], rule: str) -> dict[float, float]:
+    """Val ``rule`` at every gamma of ``grid``, as one epoch row of ``epochs.jsonl`` logged it."""
+    return {g: row[f"val/{rule}"] if g == 0 else row["val_adjusted"][f"{g:g}"][rule] for g in grid}
+
+
 def picks(row: dict, grid: list[float], rule: str) -> float:
-    """The gamma of ``grid`` with the best val ``rule`` in one epoch row (ties: the smaller
-    |gamma|, so no adjustment wins a tie)."""
+    """The gamma of ``grid`` with the best val ``rule`` in one epoch row (``best``)."""
+    return best(logged_curve(row, grid, rule))
 
-    def value(g: float) -> float:
-        if g == 0:
-            return row[f"val/{rule}"]
-        return row["val_adjusted"][f"{g:g}"][rule]
 
-    return max(sorted(grid, key=abs), key=value)
+def method_name(path: Path, record: dict) -> str | None:
+    """The grid's name of a run's method (``bench.json``), else the record's."""
+    bench = path / "bench.json"
+    name = json.loads(bench.read_text()).get("method") if bench.is_file() else None
+    return name or record.get("method")
 
 
 def measure(path: Path, rules: tuple[str, ...], metrics: tuple[str, ...], cache: dict) -> dict:
@@ -81,17 +90,20 @@ def measure(path: Path, rules: tuple[str, ...], metrics: tuple[str, ...], cache:
     key = json.dumps(record["config"]["data"], sort_keys=True)
     run = load_run(path, dataset=cache.get(key))
     cache[key] = run.dataset
-    evaluator = Evaluator(run.dataset, run.cfg.eval, torch.device(run.cfg.train.device))
+    device = torch.device(run.cfg.train.device)
     scorer = run.method.scorer()
-    ood = {}
-    for g in grid:
-        res = evaluator.evaluate(scorer, ("ood_test",), keep_per_user=False, gamma=g)
-        ood[g] = res["ood_test"].means
-    bench = path / "bench.json"
-    method = json.loads(bench.read_text()).get("method") if bench.is_file() else None
+
+    def scored(split: str, ecfg) -> dict[float, dict[str, float]]:
+        evaluator = Evaluator(run.dataset, ecfg, device)
+        return {
+            g: evaluator.evaluate(scorer, (split,), keep_per_user=False, gamma=g)[split].means
+            for g in grid
+        }
+
+    ood = scored("ood_test", run.cfg.eval)
     out = {
         "dataset": record["dataset"],
-        "method": method or record.get("method"),
+        "method": method_name(path, record),
         "seed": record["seed"],
         "selected": float(record["selection"]["adjustment"]["gamma"]),
         "rules": {},
@@ -101,24 +113,16 @@ def measure(path: Path, rules: tuple[str, ...], metrics: tuple[str, ...], cache:
     for rule in rules:
         if "~" in rule:
             base, exponent = rule.split("~")
-            ecfg = replace(run.cfg.eval, ips_gamma=float(exponent))
-            val_eval = Evaluator(run.dataset, ecfg, torch.device(run.cfg.train.device))
-            vals = {
-                g: val_eval.evaluate(scorer, ("val",), keep_per_user=False, gamma=g)["val"].means
-                for g in grid
-            }
-            g = max(sorted(grid, key=abs), key=lambda x: vals[x][base])
-            out["curves"][f"val/{rule}"] = {x: vals[x][base] for x in grid}
+            vals = scored("val", replace(run.cfg.eval, ips_gamma=float(exponent)))
+            curve = {g: vals[g][base] for g in grid}
         else:
-            g = picks(row, grid, rule)
-            out["curves"][f"val/{rule}"] = {
-                x: row[f"val/{rule}"] if x == 0 else row["val_adjusted"][f"{x:g}"][rule]
-                for x in grid
-            }
+            curve = logged_curve(row, grid, rule)
+        out["curves"][f"val/{rule}"] = curve
+        g = best(curve)
         out["rules"][rule] = {"gamma": g, **{m: ood[g][m] for m in metrics}}
     for m in metrics:
-        best = max(sorted(grid, key=abs), key=lambda g: ood[g][m])
-        out["oracle"][m] = {"gamma": best, "value": ood[best][m]}
+        g = best(out["curves"][f"ood/{m}"])
+        out["oracle"][m] = {"gamma": g, "value": ood[g][m]}
     return out
 
 

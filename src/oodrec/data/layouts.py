@@ -143,6 +143,21 @@ def _recbole_files(folder: Path) -> dict[str, Path] | None:
     return files
 
 
+def _split_metadata(folder: Path) -> object:
+    """The parsed ``folder/prepare.json`` (any JSON value), or None when there is none.
+
+    Raises:
+        DataValidationError: the file exists but cannot be read or parsed.
+    """
+    path = folder / METADATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataValidationError(f"{path}: unreadable split metadata ({exc})") from exc
+
+
 def timestamp_unit(folder: Path) -> str | None:
     """The unit of the pair files' third column when ``folder/prepare.json`` declares it a
     timestamp (module docstring), else None (no metadata, an older ``prepare.json`` without
@@ -153,12 +168,7 @@ def timestamp_unit(folder: Path) -> str | None:
             unknown columns or unit.
     """
     path = folder / METADATA_FILE
-    if not path.is_file():
-        return None
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataValidationError(f"{path}: unreadable split metadata ({exc})") from exc
+    meta = _split_metadata(folder)
     fmt = meta.get("split_format") if isinstance(meta, dict) else None
     if fmt is None:
         return None
@@ -189,12 +199,7 @@ def popularity_exponent(folder: Path) -> float | None:
             not a finite number >= 0.
     """
     path = folder / METADATA_FILE
-    if not path.is_file():
-        return None
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataValidationError(f"{path}: unreadable split metadata ({exc})") from exc
+    meta = _split_metadata(folder)
     if not isinstance(meta, dict) or meta.get("protocol") != "popularity":
         return None
     split = (
