@@ -269,8 +269,31 @@ def test_padded_rows_hold_what_csr_gather_returns():
         assert bool((got[k][want.numel() :] == -1).all())
 
 
+def _masked_update(history, count, t, loss):
+    """The boolean-mask form of DiffRec's loss-history update that the fixed-shape
+    ``update_loss_history`` replaced (kept here as a reference)."""
+    steps, width = history.shape
+    order = torch.argsort(t, stable=True)
+    ts, ls = t[order], loss[order].to(history.dtype)
+    n_t = torch.bincount(t, minlength=steps)
+    group_start = n_t.cumsum(0) - n_t
+    rank = torch.arange(ts.numel()) - group_start[ts]
+    total = count + n_t
+    drop = (total - width).clamp_min(0)
+    new = torch.zeros_like(history)
+    pos = torch.arange(width).unsqueeze(0)
+    old_pos = pos - drop.unsqueeze(1)
+    keep_old = (pos < count.unsqueeze(1)) & (old_pos >= 0)
+    rows = torch.arange(steps).unsqueeze(1).expand(steps, width)
+    new[rows[keep_old], old_pos[keep_old]] = history[keep_old]
+    new_pos = count[ts] + rank - drop[ts]
+    keep = new_pos >= 0
+    new[ts[keep], new_pos[keep]] = ls[keep]
+    return new, total.clamp_max(width)
+
+
 def test_update_loss_history_fixed_equals_the_masked_form():
-    from oodrec.models.diffrec import update_loss_history, update_loss_history_fixed
+    from oodrec.models.diffrec import update_loss_history
 
     gen = torch.Generator().manual_seed(1)
     history = torch.zeros(5, 4)
@@ -279,8 +302,8 @@ def test_update_loss_history_fixed_equals_the_masked_form():
     for _ in range(12):  # from empty through full and overflowing histories
         t = torch.randint(0, 5, (int(torch.randint(1, 9, (1,), generator=gen)),), generator=gen)
         loss = torch.rand(t.numel(), generator=gen)
-        history, count = update_loss_history(history, count, t, loss)
-        fixed = update_loss_history_fixed(*fixed, t, loss)
+        history, count = _masked_update(history, count, t, loss)
+        fixed = update_loss_history(*fixed, t, loss)
         assert torch.equal(fixed[0], history) and torch.equal(fixed[1], count)
 
 

@@ -31,10 +31,11 @@ from oodrec.methods.common import (
     build_lightgcn,
     item_counts,
     pair_batches,
+    training_positives,
     uniform_probe,
 )
 from oodrec.models.lightgcn import init_embedding_
-from oodrec.samplers import PositiveIndex, TripletBatch
+from oodrec.samplers import TripletBatch
 from oodrec.samplers.base import uniform_items
 from oodrec.seeding import make_generator
 
@@ -109,9 +110,7 @@ class AdvInfoNCE(Method):
             for p in (self.adv_user, self.adv_item):
                 init_embedding_(p, ctx.cfg.model.init, gen)
         self.register_buffer("adv_passes", torch.zeros((), dtype=torch.long))
-        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
-            ctx.device
-        )
+        self.positives = training_positives(ctx)
         self._adv_steps = self._adv_pass_count = 0
 
     @classmethod
@@ -182,7 +181,7 @@ class AdvInfoNCE(Method):
             p = self.hardness(users, negs)
         loss = adv_infonce(s_pos, s_neg, p, o.tau, o.k_neg)
         # squared L2 of the batch's egos; each negative row counted as often as it was drawn
-        counts = item_counts(negs, self.ctx.data.num_items, bool(self.ctx.sync_free))
+        counts = item_counts(negs, self.ctx.data.num_items)
         neg_sq = (counts * emb.item_ego.pow(2).sum(1)).sum()
         pos_sq = emb.user_ego[users].pow(2).sum() + emb.item_ego[pos].pow(2).sum()
         reg = tcfg.l2 * (pos_sq + neg_sq) / (2 * len(batch))

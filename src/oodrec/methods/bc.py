@@ -39,6 +39,7 @@ from oodrec.methods.common import (
     ego_l2,
     pair_batches,
     popularity_tables,
+    training_positives,
     uniform_probe,
 )
 from oodrec.models.bc import (
@@ -50,7 +51,7 @@ from oodrec.models.bc import (
     infonce,
     popularity_ranks,
 )
-from oodrec.samplers import PositiveIndex, TripletBatch
+from oodrec.samplers import TripletBatch
 from oodrec.samplers.base import uniform_items
 
 
@@ -170,9 +171,7 @@ class BC(Method):
         self.register_buffer("user_rank", user_rank)
         self.register_buffer("item_rank", item_rank)
         self.user_pop, self.item_pop = popularity_tables(ctx, n_user, n_item)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
-            ctx.device
-        )
+        self.positives = training_positives(ctx)
         self.history = HistoryIndex(data.users, data.items, data.num_users, data.num_items)
         self.rows = UserBalancedPairs(data) if opts.batching == "user" else None
 
@@ -265,8 +264,7 @@ class BC(Method):
         margin = self.margins(users, pos, angle(s_pos))
         terms = {"bc": (1 - o.w_lambda) * bc_main_loss(s_pos, s_neg, margin, o.tau1)}
         if l2:
-            egos = (emb.user_ego, emb.item_ego)
-            terms["l2"] = l2 * ego_l2(*egos, users, pos, negs, bool(self.ctx.sync_free))
+            terms["l2"] = l2 * ego_l2(emb.user_ego, emb.item_ego, users, pos, negs)
         return terms
 
     def _outputs(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,6 +49,7 @@ from oodrec.methods.common import (
     inner_product_representations,
     inner_product_scorer,
     pair_batches,
+    training_positives,
     uniform_probe,
 )
 from oodrec.models.causaldiff import (
@@ -66,7 +67,7 @@ from oodrec.models.causaldiff import (
 )
 from oodrec.models.diffrec import importance_probs, update_loss_history
 from oodrec.models.losses import bpr_loss, l2_loss
-from oodrec.samplers import PositiveIndex, TripletBatch
+from oodrec.samplers import TripletBatch
 from oodrec.samplers.base import uniform_items
 from oodrec.seeding import make_generator
 
@@ -222,9 +223,7 @@ class CausalDiff(Method):
         self.num_nodes = data.num_users + data.num_items
         dim = cfg.model.emb_dim
         self.model = build_lightgcn(ctx)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
-            dev
-        )
+        self.positives = training_positives(ctx)
         gen = make_generator(cfg.seed, "init", 1)  # apart from the LightGCN's init stream
         feats = random_features(self.num_users, self.num_items, opts.feature_dim, gen)
         if opts.features == "learned":

@@ -27,7 +27,7 @@ import torch
 from oodrec.data.csr import CSR
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, Scorer
-from oodrec.methods.common import PaddedRows, user_batches
+from oodrec.methods.common import PaddedRows, fixed_multi_hot, user_batches
 from oodrec.models.cdr import (
     CDRNetwork,
     chronological_slices,
@@ -215,19 +215,16 @@ class CDR(Method):
 
     def _fixed_slice_inputs(self, users: torch.Tensor, num_slices: int) -> Iterator:
         """``slice_inputs`` of the training history at fixed shapes (sync-free mode): the same
-        multi-hot rows, written through a spare column that takes the padding and the other
-        slices' entries.
+        multi-hot rows (``fixed_multi_hot``: the padding and the other slices' entries go to a
+        spare column).
 
         Shapes: users [B] -> yields num_slices tensors [B, I] float.
         """
         codes = self.padded.batch(users)  # [B, L], -1 = padding
         valid = codes >= 0
         sl, items = codes // self.num_items, codes % self.num_items
-        spare = torch.full_like(items, self.num_items)
         for s in range(num_slices):
-            x = torch.zeros(users.numel(), self.num_items + 1, device=users.device)
-            x.scatter_(1, torch.where(valid & (sl == s), items, spare), 1.0)
-            yield x[:, : self.num_items].contiguous()
+            yield fixed_multi_hot(items, valid & (sl == s), self.num_items)
 
     @classmethod
     def train_overrides(cls, options: dict[str, Any]) -> dict[str, Any]:

@@ -86,6 +86,13 @@ def user_batches(
         yield perm[sl]
 
 
+def training_positives(ctx: MethodContext) -> PositiveIndex:
+    """The run's training pairs as a ``PositiveIndex`` on its device, for rejecting positives
+    from negatives, carrying the run's sync-free mode (``train.sync_free``)."""
+    data = ctx.data
+    return PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(ctx.device)
+
+
 class PaddedRows:
     """A CSR's rows as one padded [R, L] table (L: the longest row; padding -1), so that the
     entries of a batch of rows come out at a fixed shape: the sync-free form of ``CSR.gather``
@@ -107,6 +114,18 @@ class PaddedRows:
     def batch(self, rows: torch.Tensor) -> torch.Tensor:
         """The entries of ``rows``, -1 where a row is shorter. Shapes: rows [B] -> [B, L]."""
         return self.table[rows]
+
+
+def fixed_multi_hot(cols: torch.Tensor, keep: torch.Tensor, num_cols: int) -> torch.Tensor:
+    """Rows with a 1 at each kept column, at a fixed shape (no boolean indexing): the entries
+    not kept are written to a spare last column, which is dropped.
+
+    Shapes: cols [B, L] long (any value where not kept), keep [B, L] bool -> [B, num_cols] float.
+    """
+    spare = torch.full_like(cols, num_cols)
+    x = torch.zeros(cols.shape[0], num_cols + 1, device=cols.device)
+    x.scatter_(1, torch.where(keep, cols, spare), 1.0)
+    return x[:, :num_cols].contiguous()
 
 
 class UserSampledPairs:
@@ -261,15 +280,13 @@ def cosine_scores(
     return scores.gather(1, pos.unsqueeze(1)).squeeze(1), scores.gather(1, negs)
 
 
-def item_counts(ids: torch.Tensor, num_items: int, sync_free: bool = False) -> torch.Tensor:
-    """How often each item id occurs in ``ids``: ``torch.bincount``, or with ``sync_free`` a
-    ``scatter_add_`` into a fixed-size table (the same counts without a host read on CUDA).
+def item_counts(ids: torch.Tensor, num_items: int) -> torch.Tensor:
+    """How often each item id occurs in ``ids``: ``bincount``'s counts, from a ``scatter_add_``
+    into a fixed-size table (a CUDA ``bincount`` reads the largest id on the host).
 
     Shapes: ids any shape, ids in ``[0, num_items)`` -> [num_items] long.
     """
     flat = ids.reshape(-1)
-    if not sync_free:
-        return torch.bincount(flat, minlength=num_items)
     zeros = torch.zeros(num_items, dtype=flat.dtype, device=flat.device)
     return zeros.scatter_add_(0, flat, torch.ones_like(flat))
 
@@ -280,17 +297,15 @@ def ego_l2(
     users: torch.Tensor,
     pos: torch.Tensor,
     negs: torch.Tensor | None,
-    sync_free: bool = False,
 ) -> torch.Tensor:
     """(1 / 2B) (||E_u||^2 + ||E_i||^2 + ||E_J||^2) on the batch's ego rows, each negative row
-    counted as often as it was drawn (a bincount instead of gathering [B, N, d] rows).
-    ``sync_free``: count with ``item_counts`` (a CUDA bincount reads the largest id on the host).
+    counted as often as it was drawn (``item_counts`` instead of gathering [B, N, d] rows).
 
     Shapes: user_ego [U, d], item_ego [I, d], users [B], pos [B], negs [B, N] or None -> scalar.
     """
     total = user_ego[users].pow(2).sum() + item_ego[pos].pow(2).sum()
     if negs is not None:
-        counts = item_counts(negs, item_ego.shape[0], sync_free)
+        counts = item_counts(negs, item_ego.shape[0])
         total = total + (counts * item_ego.pow(2).sum(1)).sum()
     return total / (2 * users.numel())
 

@@ -20,13 +20,8 @@ from oodrec.diffusion.process import q_sample, reverse_chain
 from oodrec.diffusion.schedule import make_schedule
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, Scorer
-from oodrec.methods.common import PaddedRows, user_batches
-from oodrec.models.diffrec import (
-    DiffRecDNN,
-    importance_probs,
-    update_loss_history,
-    update_loss_history_fixed,
-)
+from oodrec.methods.common import PaddedRows, fixed_multi_hot, user_batches
+from oodrec.models.diffrec import DiffRecDNN, importance_probs, update_loss_history
 from oodrec.ranges import ranged
 from oodrec.seeding import make_generator
 
@@ -152,12 +147,9 @@ class DiffRec(Method):
 
     def x0(self, users: torch.Tensor) -> torch.Tensor:
         """Binary training histories of ``users``, gathered from the sparse index. [B, I]."""
-        if self.padded is not None:  # fixed shapes: padding goes to a spare column
-            items = self.padded.batch(users)
-            spare = torch.full_like(items, self.num_items)
-            x = torch.zeros(users.numel(), self.num_items + 1, device=users.device)
-            x.scatter_(1, torch.where(items >= 0, items, spare), 1.0)
-            return x[:, : self.num_items].contiguous()
+        if self.padded is not None:  # fixed shapes (sync-free mode)
+            items = self.padded.batch(users)  # [B, L], -1 = padding
+            return fixed_multi_hot(items, items >= 0, self.num_items)
         return self.history.dense(users, self.num_items).float()
 
     def sample_steps(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,8 +193,9 @@ class DiffRec(Method):
         weighted = self.sched.reweight[t] * mse if opts.reweight else mse
         if opts.time_sampler == "importance":
             with torch.no_grad():
-                update = update_loss_history if self.padded is None else update_loss_history_fixed
-                hist, count = update(self.loss_history, self.loss_count, t, weighted.detach())
+                hist, count = update_loss_history(
+                    self.loss_history, self.loss_count, t, weighted.detach()
+                )
                 self.loss_history.copy_(hist)
                 self.loss_count.copy_(count)
         used = pt.ne(1.0).any()

@@ -37,11 +37,12 @@ from oodrec.methods.common import (
     inner_product_representations,
     inner_product_scorer,
     pair_batches,
+    training_positives,
     uniform_probe,
 )
 from oodrec.models.lightgcn import layer_stack
 from oodrec.models.losses import l2_loss
-from oodrec.samplers import PositiveIndex, TripletBatch
+from oodrec.samplers import TripletBatch
 from oodrec.samplers.base import uniform_items
 
 AUG_USER_CHUNK = 4096  # users per distance block when rebuilding the augmented edges
@@ -138,9 +139,7 @@ class DRGNN(Method):
         super().__init__(ctx, opts)
         data = ctx.data
         self.model = build_lightgcn(ctx)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
-            ctx.device
-        )
+        self.positives = training_positives(ctx)
         self.register_buffer("deg_u", data.user_degree().float().clamp_min(1))
         self.register_buffer("deg_i", data.item_degree().float().clamp_min(1))
         # added edges (user, item); variable size, so saved as extra state

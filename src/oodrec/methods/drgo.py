@@ -50,6 +50,7 @@ from oodrec.methods.common import (
     inner_product_representations,
     inner_product_scorer,
     pair_batches,
+    training_positives,
     uniform_probe,
 )
 from oodrec.models.causaldiff import (
@@ -73,7 +74,7 @@ from oodrec.models.drgo import (
 )
 from oodrec.models.lightgcn import init_embedding_
 from oodrec.models.losses import l2_loss
-from oodrec.samplers import PositiveIndex, TripletBatch
+from oodrec.samplers import TripletBatch
 from oodrec.samplers.base import uniform_items
 from oodrec.seeding import make_generator
 
@@ -234,9 +235,7 @@ class DRGO(Method):
         self.num_nodes = n = data.num_users + data.num_items
         dim = cfg.model.emb_dim
         self.model = build_lightgcn(ctx)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
-            dev
-        )
+        self.positives = training_positives(ctx)
         gen = make_generator(cfg.seed, "init", 1)  # apart from the LightGCN's init stream
         if opts.features == "learned":
             feats = torch.empty(n, opts.feature_dim)

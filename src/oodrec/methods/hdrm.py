@@ -50,7 +50,7 @@ from oodrec.diffusion.process import q_sample, reverse_chain
 from oodrec.diffusion.schedule import DiffusionSchedule, betas_for, schedule_from_betas
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, OptimizerChain, Representations, Scorer
-from oodrec.methods.common import UserSampledPairs
+from oodrec.methods.common import UserSampledPairs, training_positives
 from oodrec.methods.hdrm_backbone import (
     Sampling,
     check_shared,
@@ -64,7 +64,7 @@ from oodrec.methods.hdrm_stage1 import backbone_overrides, load_backbone
 from oodrec.models.hdrm import Activation, ConditionalDenoiser
 from oodrec.models.hyperbolic import pairwise_sqdist, sqdist
 from oodrec.models.hyperbolic_optim import RiemannianSGD
-from oodrec.samplers import PositiveIndex, TripletBatch
+from oodrec.samplers import TripletBatch
 from oodrec.samplers.base import uniform_items
 from oodrec.seeding import make_generator
 
@@ -203,9 +203,7 @@ class HDRM(Method):
             for _ in range(2)
         )
         self.sched = hdrm_schedule(opts).to(ctx.device)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
-            ctx.device
-        )
+        self.positives = training_positives(ctx)
         self.user_pairs = UserSampledPairs(data)
         self._frozen: tuple[torch.Tensor, torch.Tensor] | None = None
         self._stats: dict[str, torch.Tensor] = {}

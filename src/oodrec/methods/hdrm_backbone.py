@@ -38,11 +38,11 @@ import torch
 from oodrec.data.graph import normalized_adjacency
 from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, Representations, Scorer, TrainData
-from oodrec.methods.common import UserSampledPairs, pair_batches
+from oodrec.methods.common import UserSampledPairs, pair_batches, training_positives
 from oodrec.models.hdrm import HyperbolicLightGCN
 from oodrec.models.hyperbolic import pairwise_sqdist, sqdist
 from oodrec.models.hyperbolic_optim import RiemannianSGD
-from oodrec.samplers import PositiveIndex, TripletBatch
+from oodrec.samplers import TripletBatch
 from oodrec.samplers.base import uniform_items
 from oodrec.seeding import make_generator
 
@@ -162,9 +162,7 @@ class HDRMBackbone(Method):
         super().__init__(ctx, opts)
         data = ctx.data
         self.backbone = build_backbone(ctx, opts.c, opts.init_scale)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
-            ctx.device
-        )
+        self.positives = training_positives(ctx)
         self.user_pairs = UserSampledPairs(data)
         self._fingerprint: str | None = None
         self._stats: dict[str, torch.Tensor] = {}

@@ -34,12 +34,13 @@ from oodrec.methods.common import (
     inner_product_scorer,
     pair_batches,
     popularity_tables,
+    training_positives,
     uniform_probe,
 )
 from oodrec.models.base import Embeddings
 from oodrec.models.lightgcn import layer_stack
 from oodrec.models.losses import bpr_loss, l2_loss
-from oodrec.samplers import PositiveIndex, TripletBatch
+from oodrec.samplers import TripletBatch
 from oodrec.samplers.base import uniform_items
 
 
@@ -141,9 +142,7 @@ class InvCF(Method):
         self.register_buffer("user_rank", user_rank)
         self.register_buffer("item_rank", item_rank)
         self.user_pop, self.item_pop = popularity_tables(ctx, n_user, n_item)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
-            ctx.device
-        )
+        self.positives = training_positives(ctx)
 
     @classmethod
     def train_overrides(cls, options: dict[str, Any]) -> dict[str, Any]:

@@ -21,11 +21,11 @@ from oodrec.methods.common import (
     inner_product_representations,
     inner_product_scorer,
     pair_batches,
+    training_positives,
 )
 from oodrec.models.losses import bpr_loss, l2_loss
 from oodrec.samplers import (
     NegativeSampler,
-    PositiveIndex,
     SamplerContext,
     TripletBatch,
     build_sampler,
@@ -38,9 +38,7 @@ def sampler_context(ctx: MethodContext) -> SamplerContext:
     return SamplerContext(
         num_users=data.num_users,
         num_items=data.num_items,
-        positives=PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
-            ctx.device
-        ),
+        positives=training_positives(ctx),
         item_degree=data.item_degree().to(ctx.device),
         num_epochs=cfg.train.epochs,
         device=ctx.device,

@@ -39,10 +39,11 @@ from oodrec.methods.common import (
     build_lightgcn,
     inner_product_representations,
     inner_product_scorer,
+    training_positives,
     uniform_probe,
 )
 from oodrec.models.losses import l2_loss
-from oodrec.samplers import PositiveIndex, TripletBatch
+from oodrec.samplers import TripletBatch
 from oodrec.samplers.base import uniform_items
 
 EXTRAPOLATE_CLIP = (1e-9, 1.0)
@@ -228,9 +229,7 @@ class PDA(Method):
         super().__init__(ctx, opts)
         data = ctx.data
         self.model = build_lightgcn(ctx)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
-            ctx.device
-        )
+        self.positives = training_positives(ctx)
         self.num_stages = opts.stages if data.timestamps is not None else 1
         stage = time_stages(data.timestamps, data.users.numel(), self.num_stages)
         m = stage_popularity(data.items, stage, data.num_items, self.num_stages)

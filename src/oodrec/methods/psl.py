@@ -32,10 +32,11 @@ from oodrec.methods.common import (
     cosine_scores,
     ego_l2,
     pair_batches,
+    training_positives,
     uniform_probe,
 )
 from oodrec.models.psl import PSL_ACTIVATIONS, psl_loss
-from oodrec.samplers import PositiveIndex, TripletBatch
+from oodrec.samplers import TripletBatch
 from oodrec.samplers.base import uniform_items
 
 
@@ -110,9 +111,7 @@ class PSL(Method):
         super().__init__(ctx, opts)
         data = ctx.data
         self.model = build_lightgcn(ctx)
-        self.positives = PositiveIndex(data.users, data.items, data.num_items, ctx.sync_free).to(
-            ctx.device
-        )
+        self.positives = training_positives(ctx)
         self.history = HistoryIndex(data.users, data.items, data.num_users, data.num_items)
 
     @classmethod
@@ -152,8 +151,7 @@ class PSL(Method):
         loss = psl_loss(s_pos, s_neg, o.tau, o.score_tau, o.activation, o.form, o.include_positive)
         terms = {"psl": loss}
         if l2:
-            egos = (emb.user_ego, emb.item_ego)
-            terms["l2"] = l2 * ego_l2(*egos, users, pos, negs, bool(self.ctx.sync_free))
+            terms["l2"] = l2 * ego_l2(emb.user_ego, emb.item_ego, users, pos, negs)
         return terms
 
     def _normalised(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -87,6 +87,8 @@ def update_loss_history(
     Equivalent to DiffRec's sequential update: for each row in order, if step t's history is
     full, shift it left and write the loss last; else write it at position ``count[t]`` and
     increment. So each step keeps the last H of (its old entries, its new losses in row order).
+    Fixed shapes throughout (gathers, and a spare column for the losses pushed out, instead of
+    boolean masks and ``bincount``), so it never reads the device (``train.sync_free``).
 
     Args:
         history: [T, H] recorded losses (row t: the first ``count[t]`` are valid).
@@ -96,34 +98,6 @@ def update_loss_history(
 
     Returns:
         The new ``(history [T, H], count [T])``.
-    """
-    steps, width = history.shape
-    order = torch.argsort(t, stable=True)
-    ts, ls = t[order], loss[order].to(history.dtype)
-    n_t = torch.bincount(t, minlength=steps)  # [T]
-    group_start = n_t.cumsum(0) - n_t
-    rank = torch.arange(ts.numel(), device=t.device) - group_start[ts]  # rank within step
-    total = count + n_t
-    drop = (total - width).clamp_min(0)  # oldest entries pushed out, per step
-    new = torch.zeros_like(history)
-    pos = torch.arange(width, device=t.device).unsqueeze(0)  # [1, H]
-    old_pos = pos - drop.unsqueeze(1)  # [T, H]
-    keep_old = (pos < count.unsqueeze(1)) & (old_pos >= 0)
-    rows = torch.arange(steps, device=t.device).unsqueeze(1).expand(steps, width)
-    new[rows[keep_old], old_pos[keep_old]] = history[keep_old]
-    new_pos = count[ts] + rank - drop[ts]
-    keep = new_pos >= 0
-    new[ts[keep], new_pos[keep]] = ls[keep]
-    return new, total.clamp_max(width)
-
-
-def update_loss_history_fixed(
-    history: torch.Tensor, count: torch.Tensor, t: torch.Tensor, loss: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``update_loss_history`` at fixed shapes (``train.sync_free``): the same result, with
-    gathers and a spare column instead of boolean masks and ``bincount``.
-
-    Shapes: as ``update_loss_history``.
     """
     steps, width = history.shape
     order = torch.argsort(t, stable=True)
@@ -156,4 +130,4 @@ def importance_probs(history: torch.Tensor, uniform_prob: float) -> torch.Tensor
     return p * (1.0 - uniform_prob) + uniform_prob / p.numel()
 
 
-__all__ = ["DiffRecDNN", "importance_probs", "update_loss_history", "update_loss_history_fixed"]
+__all__ = ["DiffRecDNN", "importance_probs", "update_loss_history"]
