@@ -104,6 +104,7 @@ ROWS = [
     ),
     R("l2-form", f"{T} --set train.l2_form=cubic", "train.l2_form must be one of"),
     R("deterministic", f"{T} --set train.deterministic=maybe", "must be true or false"),
+    R("sync-free", f"{T} --set train.sync_free=maybe", "train.sync_free must be true or false"),
     R("device", f"{T} --device gpu0", "is not a torch device"),
     R("unknown-key", f"{T} --set train.speed=1", "unknown config key 'train.speed'"),
     R("unknown-section", f"{T} --set optim.lr=1", "unknown config key 'optim.lr'"),
@@ -531,6 +532,12 @@ ROWS = [
             prepare__json='{"split_format": {"columns": ["user", "item", "timestamp"], '
             '"timestamp_unit": "s"}}'
         ),
+    ),
+    R(
+        "ips-exponent",
+        "train --dataset {ws}/bad --out {ws}/out",
+        "prepare.json: options.split.exponent must be a number >= 0, got \"high\"",
+        ds(prepare__json='{"protocol": "popularity", "options": {"split": {"exponent": "high"}}}'),
     ),
     R(
         "timestamp-text",

@@ -127,8 +127,12 @@ def _split_ips_gamma(cfg: ExperimentConfig) -> ExperimentConfig:
     """``eval.ips_gamma`` follows the split's protocol where it is known: a popularity split built
     by ``oodrec prepare --exponent E`` drew its OOD test with weight ``popularity ** -E``, so its
     IPS val estimator reweights by the same exponent. Only the default value is replaced (a
-    config that names another value keeps it); unreadable metadata is left to the data loader,
-    which reports it."""
+    config that names another value keeps it).
+
+    Raises:
+        DataValidationError: the dataset's ``prepare.json`` is unreadable or names a popularity
+            exponent that is not a number >= 0.
+    """
     from oodrec.config import EvalConfig
     from oodrec.data.dataset import dataset_folder
     from oodrec.data.layouts import popularity_exponent
@@ -138,9 +142,10 @@ def _split_ips_gamma(cfg: ExperimentConfig) -> ExperimentConfig:
         return cfg
     try:
         folder = dataset_folder(cfg.data)
-        exponent = None if folder is None else popularity_exponent(folder)
-    except (DataValidationError, OSError):
+    except (DataValidationError, OSError):  # an unknown dataset: the loader reports it
         return cfg
+    # a malformed prepare.json is an error here, before any work (never a silent default)
+    exponent = None if folder is None else popularity_exponent(folder)
     if exponent is None or exponent == cfg.eval.ips_gamma:
         return cfg
     logger.info(
