@@ -536,7 +536,7 @@ ROWS = [
     R(
         "ips-exponent",
         "train --dataset {ws}/bad --out {ws}/out",
-        "prepare.json: options.split.exponent must be a number >= 0, got \"high\"",
+        'prepare.json: options.split.exponent must be a number >= 0, got "high"',
         ds(prepare__json='{"protocol": "popularity", "options": {"split": {"exponent": "high"}}}'),
     ),
     R(
