@@ -4,10 +4,14 @@ scores where its rows exist.
 
 Reads the ``table1.csv`` files that ``oodrec report`` wrote under ``results/`` (mean, std and
 number of seeds of each OOD-test metric) and writes one Markdown table (and a CSV) with, per
-dataset, OOD Recall@20 and NDCG@20 as ``mean ± std`` and, for every row, Welch's t-test against
-the best row of that dataset and metric from another system (a system's plain and adjusted rows
-are not each other's rivals; the best row is tested against the best of the other systems).
-The tests are unpaired because the older grids kept per-seed summaries only, not per-seed values.
+dataset, OOD Recall@20 and NDCG@20 as ``mean ± std`` and, for every row, a t-test against the
+best row of that dataset and metric from another system (a system's plain and adjusted rows are
+not each other's rivals; the best row is tested against the best of the other systems).
+
+The test is paired over the seeds both rows share when both reports list their per-seed values
+(the ``values`` column of ``table1.csv``) and share at least two seeds; otherwise it is Welch's
+unpaired test from mean, std and n (the older grids kept those summaries only, not their runs).
+Every cell names the test behind its p.
 
 A row the grids have not produced reads "not run". Every row is selected on val; a cell marked
 † was selected on the IPS-weighted val estimator (the better one on Yahoo! R3 and Yelp2018), the
@@ -28,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scipy import stats
+
+from oodrec.bench.stats import paired_ttest
 
 DATASETS = ("food", "yahoo_r3", "yelp2018")
 METRICS = ("recall@20", "ndcg@20")
@@ -119,6 +125,15 @@ class Cell:
     std: float
     n: int
     selection: str
+    per_seed: dict[int, float] | None = None
+    """Seed -> value where the report lists them (``values`` column), else None."""
+
+
+def _per_seed(row: dict[str, str]) -> dict[int, float] | None:
+    seeds, values = (row.get("seeds") or "").split(), (row.get("values") or "").split()
+    if not values or len(seeds) != len(values):
+        return None
+    return {int(s): float(v) for s, v in zip(seeds, values)}
 
 
 def read(results: Path, source: Source, dataset: str) -> dict[str, Cell] | None:
@@ -140,7 +155,9 @@ def read(results: Path, source: Source, dataset: str) -> dict[str, Cell] | None:
             if adjusted != source.adjusted and source.csv.startswith("ood_methods"):
                 continue
             std = float(row["std"]) if row["std"] else 0.0
-            cells[row["metric"]] = Cell(float(row["mean"]), std, int(row["n"]), row["selection"])
+            cells[row["metric"]] = Cell(
+                float(row["mean"]), std, int(row["n"]), row["selection"], _per_seed(row)
+            )
     return cells or None
 
 
@@ -149,6 +166,16 @@ def welch(a: Cell, b: Cell) -> float:
     if a.n < 2 or b.n < 2 or (a.std == 0 and b.std == 0):
         return math.nan
     return float(stats.ttest_ind_from_stats(a.mean, a.std, a.n, b.mean, b.std, b.n, False).pvalue)
+
+
+def compare(a: Cell, b: Cell) -> tuple[float, str]:
+    """p of ``a`` against ``b`` and the test that gave it: paired over their common seeds where
+    both list per-seed values for at least two common seeds, else Welch's (``welch``)."""
+    common = sorted(set(a.per_seed or {}) & set(b.per_seed or {}))
+    if len(common) >= 2:
+        _, p = paired_ttest([a.per_seed[s] for s in common], [b.per_seed[s] for s in common])  # type: ignore[index]
+        return p, "paired"
+    return welch(a, b), "Welch"
 
 
 def build(results: Path) -> tuple[list[str], list[dict]]:
@@ -185,9 +212,9 @@ def build(results: Path) -> tuple[list[str], list[dict]]:
                 system = label.split(",")[0]
                 rival = next(r for r in ranking if rows[r[1]][0].split(",")[0] != system)
                 rc = rows[rival[1]][2][ds][m]  # type: ignore[index]
-                p = welch(c, rc)
+                p, test = compare(c, rc)
                 mark = "**" if ranking[0][1] == i else ""
-                ptxt = "" if math.isnan(p) else f" (p {p:.2g})"
+                ptxt = "" if math.isnan(p) else f" ({test} p {p:.2g})"
                 ips = "†" if "IPS" in c.selection else ""
                 out.append(f"{mark}{c.mean:.4f}{mark}{ips} ± {c.std:.4f}{ptxt}")
                 flat.append(
@@ -202,7 +229,8 @@ def build(results: Path) -> tuple[list[str], list[dict]]:
                         "selection": c.selection,
                         "best": ranking[0][1] == i,
                         "rival": rows[rival[1]][0] + (" (adjusted)" if rows[rival[1]][1] else ""),
-                        "p_welch": p,
+                        "p": p,
+                        "test": test,
                     }
                 )
         lines.append("| " + " | ".join(out) + " |")

@@ -15,6 +15,12 @@ _STREAMS["host"] = 8  # host-side draws of the sync-free mode (train.sync_free)
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and torch global RNGs and (optionally) request deterministic kernels.
 
+    Deterministic mode would also make torch fill every new tensor's memory with NaN before
+    use (``torch.utils.deterministic.fill_uninitialized_memory``), a guard against kernels that
+    read memory they never wrote. Every oodrec tensor is written before it is read, so the fill
+    changes no value; it is turned off, which saves 3-6% of an epoch on the CPU (Food, 2 threads:
+    LightGCN + RNS 0.75 -> 0.69 s, BC loss 4.06 -> 3.80 s).
+
     Args:
         seed: the run seed.
         deterministic: ask torch for deterministic algorithms (CUDA included).
@@ -24,6 +30,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
 
 
 def derive_seed(seed: int, stream: str, *parts: int) -> int:

@@ -53,6 +53,7 @@ def test_gamma_rules_picks_on_val_and_reports_the_test_oracle(tiny_dir, tmp_path
 def _write(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = ["table", "selection", "split", "dataset", "method", "metric", "mean", "std", "n"]
+    fields += [k for k in ("seeds", "values") if any(k in r for r in rows)]
     with path.open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
@@ -89,7 +90,7 @@ def test_ood_table_marks_the_best_and_tests_against_the_best_other(tmp_path):
     best = got[("LightGCN + RNS", "adjusted", "recall@20")]
     assert best["best"] and best["rival"] == "CDR (adjusted)"
     want = stats.ttest_ind_from_stats(0.05, 0.002, 3, 0.046, 0.001, 3, False).pvalue
-    assert math.isclose(best["p_welch"], want)
+    assert math.isclose(best["p"], want) and best["test"] == "Welch"
     plain = got[("LightGCN + RNS", "plain", "recall@20")]
     assert not plain["best"] and plain["rival"] == "CDR (adjusted)"  # never its own other row
     assert any(line.startswith("| CDR | adjusted | 0.0460 ± 0.0010") for line in lines)
@@ -102,3 +103,40 @@ def test_welch_is_undefined_without_spread(std):
     table = _script("ood_table")
     a = table.Cell(0.1, std, 3, "x")
     assert math.isnan(table.welch(a, a))
+
+
+def test_ood_table_pairs_by_seed_where_both_reports_list_values(tmp_path):
+    table = _script("ood_table")
+    sel = "selected on val"
+
+    def rows(method, values, seeds="1 2 3"):
+        mean = sum(values) / len(values)
+        std = stats.tstd(values)
+        return [
+            {
+                "selection": sel,
+                "dataset": "food",
+                "method": method,
+                "metric": m,
+                "mean": mean,
+                "std": std,
+                "n": len(values),
+                "seeds": seeds,
+                "values": " ".join(map(repr, values)),
+            }
+            for m in ("recall@20", "ndcg@20")
+        ]
+
+    # PDA: seeds 1..3; RNS: seeds 2..4 (two in common); CDR without values: Welch
+    pda, rns = [0.050, 0.052, 0.049], [0.041, 0.044, 0.040]
+    _write(tmp_path / "ood_methods/food/table1.csv", rows("pda", pda) + rows("rns", rns, "2 3 4"))
+    flat = {(r["system"], r["scores"], r["metric"]): r for r in table.build(tmp_path)[1]}
+    rns_row = flat[("LightGCN + RNS", "plain", "recall@20")]
+    assert rns_row["rival"] == "PDA" and rns_row["test"] == "paired"
+    want = stats.ttest_rel([0.041, 0.044], [0.052, 0.049]).pvalue  # seeds 2 and 3
+    assert math.isclose(rns_row["p"], want)
+    lines, _ = table.build(tmp_path)
+    assert any(f"(paired p {want:.2g})" in line for line in lines)
+    _write(tmp_path / "causal_methods/table1.csv", [{**r, "values": ""} for r in rows("cdr", rns)])
+    flat = {(r["system"], r["scores"], r["metric"]): r for r in table.build(tmp_path)[1]}
+    assert flat[("CDR", "plain", "recall@20")]["test"] == "Welch"  # CDR lists no values

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import math
+from csv import DictReader
 
 import pytest
 
@@ -97,7 +99,15 @@ def test_table1_markdown_and_latex(runs_dir, tmp_path):
     assert r"\textbf{0.2600 $\pm$ 0.0361}" in tex and r"\underline{0.2200 $\pm$ 0.0265}" in tex
     assert r"\multicolumn{4}{c}{food}" in tex and "TEST-SELECTED on ood\\_test" in tex
     csv = (out / "table1.csv").read_text().splitlines()
-    assert csv[0].startswith("table,selection,split,dataset,method,metric,mean,std,n,seeds,style")
+    assert csv[0].startswith(
+        "table,selection,split,dataset,method,metric,mean,std,n,seeds,values,style"
+    )
+    # the per-seed values behind each mean (paired tests across reports need them)
+    for row in DictReader(io.StringIO((out / "table1.csv").read_text())):
+        if row["values"]:
+            vals = [float(v) for v in row["values"].split()]
+            assert len(vals) == int(row["n"]) == len(row["seeds"].split())
+            assert math.isclose(sum(vals) / len(vals), float(row["mean"]), rel_tol=1e-12)
     imp = [r for r in csv if "improvement_pct" in r and ",ood_test," in r and "recall@20" in r]
     assert len(imp) == 1 and ",cnsdiff,dns," in imp[0]
 

@@ -220,3 +220,30 @@ def test_dot_and_cosine_scores():
 def test_bad_options_fail(bad):
     with pytest.raises(ConfigError):
         BCOptions(**bad)
+
+
+def test_warmup_epochs_are_not_evaluated_and_do_not_use_up_patience(tiny_dir, caplog):
+    """The popularity-only epochs leave the scorer untrained: no evaluation there, so neither
+    selection nor patience sees them (patience 1 would otherwise stop at epoch 1)."""
+    from oodrec.config import DataConfig, TrainConfig
+    from oodrec.data.dataset import load_dataset
+    from oodrec.train.loop import train
+
+    def run(epochs: int):
+        cfg = ExperimentConfig(
+            data=DataConfig(dataset=str(tiny_dir)),
+            train=TrainConfig(epochs=epochs, batch_size=16, patience=1),
+            seed=3,
+        )
+        over = ["model.name=bc", "model.emb_dim=8", "model.neg_sample=4", "model.freeze_epoch=3"]
+        cfg = apply_overrides(cfg, over)
+        return train(cfg, load_dataset(cfg.data))
+
+    res = run(5)
+    evaluated = [r["epoch"] for r in res.history if "val/ndcg@20" in r]
+    assert evaluated and evaluated[0] == 3 and res.best_epoch >= 3
+    assert all("loss_pop_infonce" in r for r in res.history[:3])
+    caplog.clear()
+    short = run(2)  # ends inside the warm-up: the last epoch is evaluated, with a warning
+    assert [r["epoch"] for r in short.history if "val/ndcg@20" in r] == [1]
+    assert "warm-up epochs: its scorer is untrained" in caplog.text

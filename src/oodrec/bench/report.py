@@ -181,6 +181,7 @@ def table1(
                         std=std,
                         n=len(vals),
                         seeds=" ".join(map(str, sorted(vals))),
+                        values=" ".join(repr(vals[s]) for s in sorted(vals)),
                         style=st[i],
                     )
                 )

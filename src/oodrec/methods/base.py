@@ -190,6 +190,15 @@ class Method(nn.Module):
         """The optimiser phase that batch ``step`` of ``epoch`` trains. Default ``main``."""
         return "main"
 
+    def warmup_epochs(self) -> int:
+        """Epochs at the start that do not train the scorer (BC loss's popularity-only phase).
+
+        The Trainer does not evaluate them: an untrained scorer is not a candidate for
+        selection, and its evaluations must not use up ``train.patience`` before the scorer
+        trains. A run that ends inside them is evaluated at its last epoch, with a warning.
+        Default 0."""
+        return 0
+
     def loss(
         self, batch: Any, gen: torch.Generator, phase: str = "main"
     ) -> dict[str, torch.Tensor]:

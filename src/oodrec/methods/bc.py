@@ -203,6 +203,10 @@ class BC(Method):
     def phase(self, epoch: int, step: int) -> str:
         return "pop" if epoch < self.options.freeze_epoch else "main"
 
+    def warmup_epochs(self) -> int:
+        # the pop phase leaves the scorer (the main branch) at its initialisation
+        return self.options.freeze_epoch
+
     def _pop_rows(self, users: torch.Tensor, pos: torch.Tensor):
         return self.user_pop[self.user_rank[users]], self.item_pop[self.item_rank[pos]]
 

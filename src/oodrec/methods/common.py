@@ -27,6 +27,7 @@ from oodrec.methods.base import (
     Scorer,
     TrainData,
 )
+from oodrec.models.base import gathered_scores
 from oodrec.models.lightgcn import LightGCN, init_embedding_
 from oodrec.samplers.base import Negatives, PositiveIndex, TripletBatch, uniform_items
 from oodrec.seeding import make_generator
@@ -276,7 +277,7 @@ def cosine_scores(
 
     Shapes: users [B, d], items [I, d] (not normalised), pos [B], negs [B, N] -> ([B], [B, N]).
     """
-    scores = F.normalize(users, dim=-1) @ F.normalize(items, dim=-1).T  # [B, I]
+    scores = gathered_scores(F.normalize(users, dim=-1), F.normalize(items, dim=-1))  # [B, I]
     return scores.gather(1, pos.unsqueeze(1)).squeeze(1), scores.gather(1, negs)
 
 

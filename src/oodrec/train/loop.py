@@ -352,13 +352,18 @@ class Trainer:
             total = self.horizon(self.start_epoch)
             bar = tqdm(total=total, initial=self.start_epoch, desc="epochs", unit="ep")
         epoch = self.start_epoch
+        warmup = self.method.warmup_epochs()
+        if tcfg.epochs <= warmup:
+            msg = "train.epochs=%d ends inside %s's %d warm-up epochs: its scorer is untrained"
+            logger.warning(msg, tcfg.epochs, self.cfg.model.name, warmup)
         while epoch < tcfg.epochs and not stopped:
             t0 = time.perf_counter()
             row: dict[str, Any] = {"epoch": epoch}
             row.update(self.train_epoch(epoch))
             row["epoch_seconds"] = time.perf_counter() - t0
             row.update(self._diagnostics(epoch))
-            if (epoch + 1) % tcfg.eval_every == 0 or epoch + 1 == tcfg.epochs:
+            last = epoch + 1 == tcfg.epochs
+            if ((epoch + 1) % tcfg.eval_every == 0 and epoch >= warmup) or last:
                 t1 = time.perf_counter()
                 sel, grid = tcfg.select_on, self.cfg.eval.adjust_gammas
                 res = self.evaluate(self.splits if tcfg.eval_all_splits else (sel,), gammas=grid)
