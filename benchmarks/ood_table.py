@@ -13,9 +13,10 @@ The test is paired over the seeds both rows share when both reports list their p
 unpaired test from mean, std and n (the older grids kept those summaries only, not their runs).
 Every cell names the test behind its p.
 
-A row the grids have not produced reads "not run". Every row is selected on val; a cell marked
-† was selected on the IPS-weighted val estimator (the better one on Yahoo! R3 and Yelp2018), the
-others on plain val, so the selection rule of every figure is visible.
+A row the grids have not produced reads "not run"; a cell over fewer than 3 seeds says how
+many. Every row is selected on val; a cell marked † was selected on the IPS-weighted val
+estimator (the better one on Yahoo! R3 and Yelp2018), the others on plain val, so the selection
+rule of every figure is visible.
 
 Usage::
 
@@ -37,6 +38,8 @@ from oodrec.bench.stats import paired_ttest
 
 DATASETS = ("food", "yahoo_r3", "yelp2018")
 METRICS = ("recall@20", "ndcg@20")
+SEEDS = 3
+"""Seeds of a complete row; a cell over fewer says how many."""
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,8 @@ def build(results: Path) -> tuple[list[str], list[dict]]:
                 mark = "**" if ranking[0][1] == i else ""
                 ptxt = "" if math.isnan(p) else f" ({test} p {p:.2g})"
                 ips = "†" if "IPS" in c.selection else ""
-                out.append(f"{mark}{c.mean:.4f}{mark}{ips} ± {c.std:.4f}{ptxt}")
+                seeds = "" if c.n >= SEEDS else f" [{c.n} seed{'s' if c.n > 1 else ''}]"
+                out.append(f"{mark}{c.mean:.4f}{mark}{ips} ± {c.std:.4f}{seeds}{ptxt}")
                 flat.append(
                     {
                         "system": label,

@@ -111,7 +111,7 @@ def test_ood_table_pairs_by_seed_where_both_reports_list_values(tmp_path):
 
     def rows(method, values, seeds="1 2 3"):
         mean = sum(values) / len(values)
-        std = stats.tstd(values)
+        std = stats.tstd(values) if len(values) > 1 else 0.0
         return [
             {
                 "selection": sel,
@@ -140,3 +140,6 @@ def test_ood_table_pairs_by_seed_where_both_reports_list_values(tmp_path):
     _write(tmp_path / "causal_methods/table1.csv", [{**r, "values": ""} for r in rows("cdr", rns)])
     flat = {(r["system"], r["scores"], r["metric"]): r for r in table.build(tmp_path)[1]}
     assert flat[("CDR", "plain", "recall@20")]["test"] == "Welch"  # CDR lists no values
+    _write(tmp_path / "ood_adjusted/food/table1.csv", rows("cdr", [0.05]))  # one seed so far
+    lines, _ = table.build(tmp_path)
+    assert any(line.startswith("| CDR | adjusted | 0.0500 ± 0.0000 [1 seed]") for line in lines)
