@@ -58,8 +58,14 @@ class Source:
 
     @property
     def system(self) -> str:
-        """The system a row belongs to (its label before any comma)."""
-        return self.label.split(",")[0]
+        """The system a row belongs to (``system_of`` its label)."""
+        return system_of(self.label)
+
+
+def system_of(label: str) -> str:
+    """The system a row's label names: the label before any comma (``PSL, cosine γ grid`` is
+    PSL)."""
+    return label.split(",")[0]
 
 
 def _both(label: str, method: str, folder: str = "ood_methods/{ds}") -> list[Source]:
@@ -212,8 +218,7 @@ def build(results: Path) -> tuple[list[str], list[dict]]:
                     continue
                 c = got[m]
                 ranking = best[(ds, m)]
-                system = label.split(",")[0]
-                rival = next(r for r in ranking if rows[r[1]][0].split(",")[0] != system)
+                rival = next(r for r in ranking if system_of(rows[r[1]][0]) != system_of(label))
                 rc = rows[rival[1]][2][ds][m]  # type: ignore[index]
                 p, test = compare(c, rc)
                 mark = "**" if ranking[0][1] == i else ""

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from oodrec.config import ExperimentConfig, apply_overrides
+from oodrec.config import DataConfig, ExperimentConfig, TrainConfig, apply_overrides
+from oodrec.data.dataset import load_dataset
 from oodrec.errors import ConfigError
 from oodrec.methods import MethodContext, TrainData
 from oodrec.methods.bc import BC, BCOptions, UserBalancedPairs
@@ -24,6 +25,7 @@ from oodrec.models.bc import (
 )
 from oodrec.samplers import TripletBatch
 from oodrec.samplers.base import uniform_items
+from oodrec.train.loop import train
 
 
 def test_popularity_ranks_over_distinct_positive_degrees():
@@ -225,9 +227,6 @@ def test_bad_options_fail(bad):
 def test_warmup_epochs_are_not_evaluated_and_do_not_use_up_patience(tiny_dir, caplog):
     """The popularity-only epochs leave the scorer untrained: no evaluation there, so neither
     selection nor patience sees them (patience 1 would otherwise stop at epoch 1)."""
-    from oodrec.config import DataConfig, TrainConfig
-    from oodrec.data.dataset import load_dataset
-    from oodrec.train.loop import train
 
     def run(epochs: int):
         cfg = ExperimentConfig(

@@ -29,6 +29,7 @@ from oodrec.errors import ConfigError
 from oodrec.methods.base import Method, MethodContext, NegativeProbe, Representations, Scorer
 from oodrec.methods.common import (
     build_lightgcn,
+    cosine_scores,
     item_counts,
     pair_batches,
     training_positives,
@@ -171,10 +172,7 @@ class AdvInfoNCE(Method):
         with torch.set_grad_enabled(not adversary and torch.is_grad_enabled()):
             emb = self.model.propagate()
         # cosine scores against every item, then gathered (see ``hardness`` for why)
-        u = F.normalize(emb.users[users], dim=-1)
-        scores = gathered_scores(u, F.normalize(emb.items, dim=-1))  # [B, I]
-        s_pos = scores.gather(1, pos.unsqueeze(1)).squeeze(1)
-        s_neg = scores.gather(1, negs)
+        s_pos, s_neg = cosine_scores(emb.users[users], emb.items, pos, negs)
         if adversary:  # gradient ascent on the adversary tables; recommender frozen
             p = self.hardness(users, negs)
             return {"adv_loss": -adv_infonce(s_pos, s_neg, p, o.tau, o.k_neg)}
