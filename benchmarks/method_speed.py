@@ -78,23 +78,34 @@ def time_method(spec: str, dataset, args: argparse.Namespace) -> dict[str, float
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def method_arguments(parser: argparse.ArgumentParser, methods: tuple[str, ...]) -> None:
+    """The options shared with ``speed_floor.py``: dataset, data directory, methods, seed, sets."""
     parser.add_argument("--dataset", default="food")
     parser.add_argument("--data-dir", default=os.environ.get("OODREC_DATA"))
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(methods))
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+
+def methods_and_dataset(args: argparse.Namespace):
+    """LightGCN + RNS (the reference of every ratio) first, then the other methods; every spec is
+    checked before the data load, so a typo fails at once."""
+    names = ["lightgcn:rns"] + [m for m in args.methods if m != "lightgcn:rns"]
+    for spec in names:
+        method_config(spec, args)
+    return names, load_dataset(method_config(names[0], args).data)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    method_arguments(parser, DEFAULT_METHODS)
     parser.add_argument("--repeats", type=int, default=5, help="timed epochs and evaluations")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs first")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
-    names = ["lightgcn:rns"] + [m for m in args.methods if m != "lightgcn:rns"]
-    for spec in names:
-        method_config(spec, args)  # fail early on a typo
-    dataset = load_dataset(method_config(names[0], args).data)
+    names, dataset = methods_and_dataset(args)
     rows = {spec: time_method(spec, dataset, args) for spec in names}
     base = rows["lightgcn:rns"]["epoch"]
     dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"

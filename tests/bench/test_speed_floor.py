@@ -1,6 +1,6 @@
 """``benchmarks/speed_floor.py``: the product log counts what autograd runs (hand-counted FLOPs
 of a dense and a sparse product, forward and backward), and a tiny end-to-end run prints a row
-per method."""
+per method (and draws the figure)."""
 
 from __future__ import annotations
 
@@ -50,11 +50,14 @@ def test_sparse_products_count_stored_values(floor):
     assert sum(log.flops.values()) == 2 * (2 * 4 * 7)  # twice: 4 stored values, 7 columns
 
 
-def test_tiny_run_prints_every_method(floor, tiny_dir, capsys):
+def test_tiny_run_prints_every_method(floor, tiny_dir, tmp_path, capsys):
+    png = tmp_path / "floor.png"
     floor.main(
         ["--dataset", str(tiny_dir), "--methods", "lightgcn:rns", "lightgcn:cnsdiff"]
         + ["--repeats", "1", "--set", "train.batch_size=32", "--set", "train.threads=1"]
+        + ["--figure", str(png)]
     )
+    assert png.stat().st_size > 0
     out = capsys.readouterr().out.splitlines()
     rows = {line.split()[0]: line.split() for line in out[2:]}
     assert set(rows) == {"lightgcn:rns", "lightgcn:cnsdiff"}
