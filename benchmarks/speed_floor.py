@@ -62,8 +62,9 @@ def _flops(name: str, args: tuple) -> int:
     return 2 * a.shape[0] * a.shape[1] * b.shape[1]
 
 
-def _key(name: str, args: tuple) -> tuple:
-    return (name,) + tuple(
+def _key(name: str, args: tuple, kwargs: dict) -> tuple:
+    """(op, the tensor operands' (layout, shape, strides), the scalar arguments)."""
+    operands = tuple(
         (
             str(a.layout).removeprefix("torch."),
             tuple(a.shape),
@@ -72,11 +73,12 @@ def _key(name: str, args: tuple) -> tuple:
         for a in args
         if isinstance(a, torch.Tensor)
     )
+    return name, operands, tuple(sorted(kwargs.items()))
 
 
 class ProductLog(TorchDispatchMode):
-    """Counts matrix products by (op, operand layouts, shapes, strides) and keeps the first
-    operands of each, detached, for the replay."""
+    """Counts matrix products by (op, operand layouts, shapes, strides, scalar arguments such as
+    ``alpha``) and keeps the first operands of each, detached, for the replay."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -87,24 +89,27 @@ class ProductLog(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = func.overloadpacket.__name__
-        if name in PRODUCTS and not kwargs:
-            key = _key(name, args)
+        if name in PRODUCTS and "out" not in kwargs:  # alpha / beta scale the same product
+            key = _key(name, args, kwargs)
             self.count[key] += 1
             self.flops[key] += _flops(name, args)
             if key not in self.calls:
-                self.calls[key] = (
-                    func,
-                    tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args),
-                )
+                detached = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+                self.calls[key] = (func, detached, dict(kwargs))
         return func(*args, **kwargs)
 
+    def dense_flops(self) -> int:
+        """FLOPs of the products whose operands are all dense."""
+        return sum(v for k, v in self.flops.items() if all(p[0] == "strided" for p in k[1]))
 
-def replay_seconds(func, args: tuple, repeats: int) -> float:
-    func(*args)  # warm
+
+def replay_seconds(func, args: tuple, repeats: int, kwargs: dict | None = None) -> float:
+    kwargs = kwargs or {}
+    func(*args, **kwargs)  # warm
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        func(*args)
+        func(*args, **kwargs)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -137,15 +142,14 @@ def measure(spec: str, dataset, args: argparse.Namespace) -> dict[str, float]:
     with log:
         trainer.train_epoch(1 + args.repeats)
     floor = sum(
-        log.count[k] * replay_seconds(func, ops, args.repeats)
-        for k, (func, ops) in log.calls.items()
+        log.count[k] * replay_seconds(func, ops, args.repeats, kw)
+        for k, (func, ops, kw) in log.calls.items()
     )
-    dense = sum(v for k, v in log.flops.items() if all(p[0] == "strided" for p in k[1:]))
     return {
         "batch": cfg.train.batch_size,
         "epoch": statistics.median(epochs),
         "floor": floor,
-        "dense_gflop": dense / 1e9,
+        "dense_gflop": log.dense_flops() / 1e9,
         "batches": batches[0],
     }
 

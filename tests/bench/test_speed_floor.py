@@ -35,8 +35,20 @@ def test_dense_products_forward_and_backward(floor):
     # forward a@b, backward g@b^T and a^T@g: three products of 2*4*3*5 = 120 FLOPs each
     assert sum(log.count.values()) == 3
     assert sum(log.flops.values()) == 3 * 120
-    for func, ops in log.calls.values():
-        assert floor.replay_seconds(func, ops, 2) >= 0
+    for func, ops, kwargs in log.calls.values():
+        assert floor.replay_seconds(func, ops, 2, kwargs) >= 0
+
+
+def test_scaled_products_count(floor):
+    """``addmm(..., alpha=c)`` (CNSDiff's reverse step) is the same product: it counts."""
+    bias, a, b = torch.randn(4, 5), torch.randn(4, 3), torch.randn(3, 5)
+    log = floor.ProductLog()
+    with log:
+        torch.addmm(bias, a, b, alpha=0.5)
+    assert sum(log.flops.values()) == log.dense_flops() == 120
+    ((func, ops, kwargs),) = log.calls.values()
+    assert kwargs == {"alpha": 0.5}
+    assert torch.equal(func(*ops, **kwargs), torch.addmm(bias, a, b, alpha=0.5))
 
 
 def test_sparse_products_count_stored_values(floor):
@@ -45,9 +57,10 @@ def test_sparse_products_count_stored_values(floor):
     log = floor.ProductLog()
     with log:
         symmetric_spmm(adj, x).sum().backward()  # LightGCN's product: the backward is adj @ g
-    assert all(key[1][0] == "sparse_csr" for key in log.flops)
+    assert all(key[1][0][0] == "sparse_csr" for key in log.flops)
     assert sum(log.count.values()) == 2
     assert sum(log.flops.values()) == 2 * (2 * 4 * 7)  # twice: 4 stored values, 7 columns
+    assert log.dense_flops() == 0
 
 
 def test_tiny_run_prints_every_method(floor, tiny_dir, tmp_path, capsys):
