@@ -52,18 +52,31 @@ def method_config(spec: str, args: argparse.Namespace) -> ExperimentConfig:
     return cfg
 
 
-def time_method(spec: str, dataset, args: argparse.Namespace) -> dict[str, float]:
-    cfg = method_config(spec, args)
-    trainer = Trainer(cfg, dataset)
-    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
-    epochs, evals = [], []
-    for epoch in range(args.warmup + args.repeats):
+def device_sync(trainer: Trainer):
+    """A function that waits for the trainer's device (a no-op on the CPU)."""
+    return torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+
+
+def timed_epochs(trainer: Trainer, warmup: int, repeats: int) -> list[float]:
+    """Seconds of epochs ``warmup`` .. ``warmup + repeats - 1``, after ``warmup`` untimed ones."""
+    sync = device_sync(trainer)
+    epochs = []
+    for epoch in range(warmup + repeats):
         sync()
         t0 = time.perf_counter()
         trainer.train_epoch(epoch)
         sync()
-        if epoch >= args.warmup:
+        if epoch >= warmup:
             epochs.append(time.perf_counter() - t0)
+    return epochs
+
+
+def time_method(spec: str, dataset, args: argparse.Namespace) -> dict[str, float]:
+    cfg = method_config(spec, args)
+    trainer = Trainer(cfg, dataset)
+    sync = device_sync(trainer)
+    epochs = timed_epochs(trainer, args.warmup, args.repeats)
+    evals = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         trainer.evaluate()

@@ -31,7 +31,7 @@ import time
 from collections import Counter
 
 import torch
-from method_speed import method_arguments, method_config, methods_and_dataset
+from method_speed import method_arguments, method_config, methods_and_dataset, timed_epochs
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from oodrec.train.loop import Trainer
@@ -131,12 +131,7 @@ def count_batches(trainer: Trainer) -> list[int]:
 def measure(spec: str, dataset, args: argparse.Namespace) -> dict[str, float]:
     cfg = method_config(spec, args)
     trainer = Trainer(cfg, dataset)
-    trainer.train_epoch(0)
-    epochs = []
-    for epoch in range(1, 1 + args.repeats):
-        t0 = time.perf_counter()
-        trainer.train_epoch(epoch)
-        epochs.append(time.perf_counter() - t0)
+    epochs = timed_epochs(trainer, 1, args.repeats)  # epoch 0 untimed
     batches = count_batches(trainer)
     log = ProductLog()
     with log:
